@@ -1,0 +1,55 @@
+"""campaign_analytics: CometChat campaign webhook events → an analysis-ready Delta Lake table,
+with time-to-delivery and engagement metrics.
+
+Examples
+--------
+>>> import tempfile, campaign_analytics as ca
+>>> table = tempfile.mkdtemp() + "/events"
+>>> summary = ca.ingest("data/sample", table)
+>>> summary.balanced
+True
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BackendError,
+    CampaignAnalyticsError,
+    ParameterError,
+    ReportError,
+    SourceError,
+    TableError,
+)
+from .flatten import FlattenLimits
+from .store import (
+    LoadSummary,
+    events_dataset,
+    ingest,
+    load,
+    read_events,
+    read_loads,
+    read_rejected,
+    read_skipped,
+)
+from .triggers import TRIGGERS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "CampaignAnalyticsError",
+    "FlattenLimits",
+    "LoadSummary",
+    "ParameterError",
+    "ReportError",
+    "SourceError",
+    "TRIGGERS",
+    "TableError",
+    "events_dataset",
+    "ingest",
+    "load",
+    "read_events",
+    "read_loads",
+    "read_rejected",
+    "read_skipped",
+]

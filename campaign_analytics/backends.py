@@ -1,0 +1,350 @@
+"""Query engines: open the events table as an Ibis table, run expressions.
+
+Every metric is an Ibis expression; this module is the only place that knows
+where the rows come from. The default engine is an in-process DuckDB
+connection with its ``TimeZone`` set to UTC. Any other Ibis backend (for
+example PySpark) can be passed as ``backend``.
+
+A Delta table is opened with the ``deltalake`` package: DuckDB's own ``delta``
+extension downloads itself at run time and is never used.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
+import pandas as pd
+
+from campaign_analytics.errors import BackendError, ParameterError, TableError
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "REQUIRED_EVENT_COLUMNS",
+    "duckdb_backend",
+    "events_table",
+    "execute",
+]
+
+_TIMESTAMP: Final = dt.Timestamp(timezone="UTC")
+
+EVENT_COLUMNS: Final[Mapping[str, dt.DataType]] = {
+    "event_id": dt.string,
+    "trigger": dt.string,
+    "entity": dt.string,
+    "stage": dt.string,
+    "app_id": dt.string,
+    "region": dt.string,
+    "webhook_id": dt.string,
+    "campaign_id": dt.string,
+    "notification_id": dt.string,
+    "item_id": dt.string,
+    "template_id": dt.string,
+    "template_version": dt.int32,
+    "receiver": dt.string,
+    "channel_type": dt.string,
+    "channel_id": dt.string,
+    "status": dt.string,
+    "label": dt.string,
+    "category": dt.string,
+    "tags": dt.Array(dt.string),
+    "topic": dt.string,
+    "error_message": dt.string,
+    "name": dt.string,
+    "total_targets": dt.int64,
+    "sent_count": dt.int64,
+    "failed_count": dt.int64,
+    **{
+        column: _TIMESTAMP
+        for column in (
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "interacted_at",
+            "engaged_at",
+            "clicked_at",
+            "failed_at",
+            "created_at",
+            "completed_at",
+            "scheduled_at",
+            "updated_at",
+            "event_time",
+        )
+    },
+    "event_date": dt.date,
+}
+"""The core columns of the events table contract and their Ibis types.
+
+``variables__*`` and ``metadata__*`` columns (strings) come on top of these,
+as do the verbatim JSON and provenance columns, which no metric reads.
+"""
+
+REQUIRED_EVENT_COLUMNS: Final[tuple[str, ...]] = ("event_id", "entity", "stage", "event_time")
+"""Columns an events table must have. Other contract columns may be missing
+from a hand-built frame; the metrics then treat them as all null."""
+
+_TIMESTAMP_COLUMNS: Final[tuple[str, ...]] = tuple(
+    name for name, dtype in EVENT_COLUMNS.items() if dtype.is_timestamp()
+)
+
+_default_lock = threading.Lock()
+_default: list[ibis.BaseBackend] = []
+
+
+def duckdb_backend(**config: Any) -> ibis.BaseBackend:
+    """Open a new in-process Ibis DuckDB connection whose time zone is UTC.
+
+    Parameters
+    ----------
+    **config
+        DuckDB configuration options, e.g. ``threads=4`` or ``memory_limit="4GB"``.
+
+    Returns
+    -------
+    ibis.BaseBackend
+        The connection; pass it as ``backend=`` to :func:`events_table`.
+
+    Examples
+    --------
+    >>> con = duckdb_backend(threads=2)
+    >>> con.sql("SELECT current_setting('TimeZone') AS tz").to_pandas().tz[0]
+    'UTC'
+    """
+    con = ibis.duckdb.connect(**config)
+    # DATE/HOUR of a TIMESTAMPTZ follow the session time zone; pin it.
+    con.raw_sql("SET TimeZone = 'UTC'")
+    return con
+
+
+def _default_backend() -> ibis.BaseBackend:
+    with _default_lock:
+        if not _default:
+            _default.append(duckdb_backend())
+        return _default[0]
+
+
+def execute(expr: ibis.Expr) -> pd.DataFrame:
+    """Run an Ibis table expression and return the (small) result as pandas.
+
+    The expression runs on the backend its tables belong to; an expression
+    built only from in-memory tables (``ibis.memtable``) runs on a shared
+    UTC DuckDB connection rather than on Ibis' default backend, whose time
+    zone is the machine's.
+
+    Parameters
+    ----------
+    expr
+        An Ibis table expression.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> execute(ibis.memtable({"x": [1, 2]}).x.sum().name("total").as_table())
+       total
+    0      3
+    """
+    if not isinstance(expr, ibis.Table):
+        raise ParameterError(f"execute() needs an Ibis table expression, got {type(expr).__name__}")
+    bound = expr.op().find(ops.DatabaseTable)
+    if bound:
+        return bound[0].source.to_pandas(expr)
+    return _default_backend().to_pandas(expr)
+
+
+def events_table(
+    source: str | Path | pd.DataFrame | ibis.Table,
+    *,
+    backend: ibis.BaseBackend | None = None,
+    scan: Literal["auto", "parquet", "arrow"] = "auto",
+) -> ibis.Table:
+    """Open the events table as a (lazy) Ibis table.
+
+    Parameters
+    ----------
+    source
+        A path to the events Delta table, a pandas DataFrame of events with the
+        columns of the events table contract, or an Ibis table (returned as is
+        after a check of its columns).
+    backend
+        The Ibis backend to register a path or DataFrame in. Default: a new
+        in-process DuckDB connection with ``TimeZone = 'UTC'``.
+    scan
+        DuckDB only: how the Delta table's data files are read. ``"parquet"``
+        lists the table's current data files with ``deltalake`` and reads them
+        with DuckDB's native Parquet reader (fastest); ``"arrow"`` registers
+        ``DeltaTable(path).to_pyarrow_dataset()``. ``"auto"`` (default) uses
+        ``"parquet"`` unless the table uses a Delta feature the plain files do
+        not capture (deletion vectors, column mapping), then ``"arrow"``.
+
+    Returns
+    -------
+    ibis.Table
+        Nothing is read until the expression (or one built on it) is executed.
+
+    Raises
+    ------
+    TableError
+        The path is not a Delta table, or the table or frame is not an events table.
+    ParameterError
+        ``source`` or ``scan`` has an unsupported type or value.
+    BackendError
+        The backend cannot read the table.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ts = pd.Series(pd.to_datetime([1780003600], unit="s", utc=True), dtype="datetime64[ms, UTC]")
+    >>> frame = pd.DataFrame({"event_id": ["e1"], "entity": ["feed_item"], "stage": ["sent"],
+    ...                       "item_id": ["f1"], "event_time": ts, "sent_at": ts})
+    >>> events_table(frame).count().to_pandas()
+    1
+    """
+    if scan not in ("auto", "parquet", "arrow"):
+        raise ParameterError(f"scan must be 'auto', 'parquet' or 'arrow', got {scan!r}")
+    if isinstance(source, ibis.Table):
+        _check_event_columns(source.columns, what="the Ibis table")
+        return source
+    if isinstance(source, pd.DataFrame):
+        _check_event_columns(source.columns, what="the DataFrame")
+        frame = _normalise_frame(source)
+        con = backend if backend is not None else duckdb_backend()
+        name = f"events_{uuid.uuid4().hex}"
+        try:
+            return con.create_table(name, frame, temp=True)
+        except Exception as exc:  # noqa: BLE001 - any engine failure is reported the same way
+            raise BackendError(f"could not register the events DataFrame in {con.name}: {exc}") from exc
+    if isinstance(source, (str, Path)):
+        return _open_delta(Path(source), backend, scan)
+    raise ParameterError(
+        "source must be a path to the events Delta table, a pandas DataFrame of events "
+        f"or an Ibis table, got {type(source).__name__}"
+    )
+
+
+def _check_event_columns(columns: Any, *, what: str) -> None:
+    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in set(columns)]
+    if missing:
+        raise TableError(
+            f"{what} is not an events table: it lacks the column(s) {', '.join(missing)}. "
+            "Pass the events table written by `campaign-analytics ingest` "
+            "(or a frame with the columns of its contract)."
+        )
+
+
+def _normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Make every contract timestamp column a UTC-aware datetime (naive means UTC)."""
+    out = frame
+    for column in _TIMESTAMP_COLUMNS:
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            fixed = values.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(values.dtype):
+            fixed = values.dt.tz_localize("UTC")
+        elif values.isna().all():
+            fixed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
+        else:
+            raise TableError(
+                f"column {column!r} of the events DataFrame has dtype {values.dtype}, "
+                "not a datetime: convert it with pandas.to_datetime(..., utc=True)"
+            )
+        if fixed is not values:
+            if out is frame:
+                out = frame.copy(deep=False)
+            out[column] = fixed
+    return out
+
+
+def _open_delta(path: Path, backend: ibis.BaseBackend | None, scan: str) -> ibis.Table:
+    import deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    if not path.exists():
+        raise TableError(f"no events table at {path}: the path does not exist. Run `campaign-analytics ingest` first.")
+    try:
+        table = deltalake.DeltaTable(str(path))
+    except TableNotFoundError as exc:
+        raise TableError(
+            f"{path} is not a Delta table (no readable _delta_log). "
+            "Pass the directory `campaign-analytics ingest` wrote the events table to."
+        ) from exc
+    columns = [field.name for field in table.schema().fields]
+    _check_event_columns(columns, what=f"the Delta table at {path}")
+
+    con = backend if backend is not None else duckdb_backend()
+    if con.name != "duckdb":
+        try:
+            return con.read_delta(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"the {con.name} backend could not read the Delta table at {path}: {exc}") from exc
+
+    if scan == "auto":
+        scan = "parquet" if _plain_parquet_is_exact(table) else "arrow"
+    name = f"events_{uuid.uuid4().hex}"
+    if scan == "arrow":
+        con.con.register(name, table.to_pyarrow_dataset())
+        return con.table(name)
+    return _read_data_files(con, table, name, columns)
+
+
+def _plain_parquet_is_exact(table: Any) -> bool:
+    """Whether the table's data files, read as plain Parquet, are the table."""
+    protocol = table.protocol()
+    features = set(protocol.reader_features or ())
+    configuration = table.metadata().configuration or {}
+    return (
+        "deletionVectors" not in features
+        and "columnMapping" not in features
+        and configuration.get("delta.columnMapping.mode", "none") == "none"
+    )
+
+
+def _read_data_files(con: ibis.BaseBackend, table: Any, name: str, columns: list[str]) -> ibis.Table:
+    import pyarrow as pa
+    import sqlglot.expressions as sge
+
+    files = table.file_uris()
+    schema = table.schema().to_arrow()
+    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
+        schema = pa.schema(schema)
+    partition_columns = list(table.metadata().partition_columns)
+    if not files:
+        # An empty table: an empty Arrow table of the right schema.
+        con.con.register(name, pa.Table.from_batches([], schema=schema))
+        return con.table(name)
+    # Partition values live in the directory names (Hive style); their types
+    # come from the Delta schema, not from guessing.
+    hive_types = sge.Struct(
+        expressions=[
+            sge.PropertyEQ(
+                this=sge.Literal.string(column),
+                expression=sge.Literal.string(
+                    con.compiler.type_mapper.to_string(ibis.dtype(schema.field(column).type))
+                ),
+            )
+            for column in partition_columns
+        ]
+    )
+    options: dict[str, Any] = {"union_by_name": True}
+    if partition_columns:
+        options.update(hive_partitioning=True, hive_types=hive_types)
+    events = con.read_parquet(files, table_name=name, **options)
+    # A column the Delta schema has but no current file holds reads as null.
+    missing = {
+        field.name: ibis.null().cast(ibis.dtype(field.type))
+        for field in schema
+        if field.name not in events.columns
+    }
+    if missing:
+        events = events.mutate(**missing)
+    return events.select(*[c for c in columns if c in events.columns])

@@ -1,0 +1,154 @@
+"""`campaign-analytics ingest | metrics | report | simulate | vacuum | loads`.
+
+Exit codes: 0 when the command finished (a load with rejected records is
+finished), 1 when a report notebook failed, 2 on a usage error or input that
+cannot be used (missing file, a path that is not a table, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import CampaignAnalyticsError, ReportError
+
+__all__ = ["main"]
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, default=str, sort_keys=False) + "\n")
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .flatten import FlattenLimits
+    from .store import ingest
+
+    limits = FlattenLimits(
+        max_depth=args.max_depth, max_user_columns=args.max_user_columns, max_record_bytes=args.max_record_bytes
+    )
+    summary = ingest(
+        args.sources, args.table, force=args.force, limits=limits, progress=None if not args.json else False
+    )
+    if args.json:
+        keys = ("load_id", "files", "records", "written", "duplicates", "rejected", "skipped")
+        payload = {k: summary.to_dict()[k] for k in keys}
+        payload.update(
+            files_unchanged=summary.files_unchanged,
+            reject_reasons=summary.reject_reasons,
+            new_columns=summary.new_columns,
+            capped_keys=summary.capped_keys,
+            too_deep=summary.too_deep,
+            version=summary.version,
+            seconds=summary.seconds,
+        )
+        _print_json(payload)
+    else:
+        print(summary)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    truth = simulate(
+        args.out_dir, items=args.items, seed=args.seed, start=args.start, days=args.days,
+        bad_records=args.bad_records, other_triggers=args.other_triggers,
+    )
+    payload = {
+        "out_dir": args.out_dir, "items": len(truth.items), "records": truth.records,
+        "unique_events": truth.unique_events, "duplicates": truth.duplicates,
+        "rejected": truth.rejected, "skipped": truth.skipped,
+    }
+    if args.json:
+        _print_json(payload)
+    else:
+        print("\n".join(f"{k:>14}  {v}" for k, v in payload.items()))
+    return 0
+
+
+def _loads(args: argparse.Namespace) -> int:
+    from .store import read_loads
+
+    frame = read_loads(args.table, files=args.files)
+    if args.json:
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        shown = frame if args.files else frame.drop(columns=["new_columns", "capped_keys"])
+        print(shown.to_string(index=False) if len(shown) else "no loads yet")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="campaign-analytics",
+        description="CometChat campaign webhook events → a Delta Lake table, metrics and reports.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="load raw payload files into the events table")
+    ingest.add_argument("sources", nargs="+", metavar="SOURCE", help="files, directories or glob patterns")
+    ingest.add_argument("--table", required=True, help="the events table directory (created on first load)")
+    ingest.add_argument("--json", action="store_true", help="print one JSON object instead of the text summary")
+    ingest.add_argument("--force", action="store_true", help="read files again even if already loaded")
+    ingest.add_argument("--max-depth", type=int, default=8, help="user objects deeper than this stay in raw JSON")
+    ingest.add_argument("--max-user-columns", type=int, default=1000, help="cap on variables__/metadata__ columns")
+    ingest.add_argument("--max-record-bytes", type=int, default=16 << 20, help="larger records are rejected")
+    ingest.set_defaults(run=_ingest)
+
+    loads = commands.add_parser("loads", help="show the ledger of loads")
+    loads.add_argument("--table", required=True)
+    loads.add_argument("--files", action="store_true", help="one row per loaded file")
+    loads.add_argument("--json", action="store_true")
+    loads.set_defaults(run=_loads)
+
+    simulate = commands.add_parser("simulate", help="write realistic synthetic payload files")
+    simulate.add_argument("out_dir", metavar="OUTDIR")
+    simulate.add_argument("--items", type=int, default=2000)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--start", default="2026-11-02", help="first UTC day (YYYY-MM-DD)")
+    simulate.add_argument("--days", type=int, default=7)
+    simulate.add_argument("--bad-records", type=int, default=0, help="malformed records to mix in")
+    simulate.add_argument("--other-triggers", type=int, default=0, help="records of other CometChat triggers")
+    simulate.add_argument("--json", action="store_true")
+    simulate.set_defaults(run=_simulate)
+
+    for register in _EXTRA_COMMANDS:
+        register(commands)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ReportError as error:
+        _report_error(args, error)
+        return 1
+    except CampaignAnalyticsError as error:
+        _report_error(args, error)
+        return 2
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away; not an error of ours.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; nothing was committed by the interrupted step", file=sys.stderr)
+        return 130
+
+
+def _report_error(args: argparse.Namespace, error: Exception) -> None:
+    if getattr(args, "json", False):
+        _print_json({"error": type(error).__name__, "message": str(error)})
+    print(f"campaign-analytics {args.command}: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

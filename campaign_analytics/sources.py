@@ -1,0 +1,318 @@
+"""Find payload files and read them as raw records with their provenance.
+
+Accepted: files, directories (searched recursively) and glob patterns. Formats:
+NDJSON (``.ndjson``, ``.jsonl``), a JSON array, or one JSON object per file (a
+stored POST body), each optionally gzip-compressed (detected by content, not by
+name); UTF-8 with or without BOM; LF or CRLF line ends.
+
+Records are handed on in chunks of raw bytes, never parsed here: parsing,
+validation and flattening are the next module's job. A line longer than
+``max_record_bytes`` is not read into memory whole: it becomes an oversize
+marker that the loader quarantines.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import orjson
+
+from .errors import SourceError
+
+__all__ = ["PayloadFile", "Chunk", "find_files", "read_chunks", "PAYLOAD_SUFFIXES"]
+
+PAYLOAD_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl", ".json")
+_LINE_FORMAT_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl")
+_GLOB_CHARS: Final[frozenset[str]] = frozenset("*?[")
+_BOM: Final[bytes] = b"\xef\xbb\xbf"
+_GZIP_MAGIC: Final[bytes] = b"\x1f\x8b"
+_READ_SIZE: Final[int] = 8 << 20
+# JSON array and single-body files are parsed whole; past this size use NDJSON.
+_MAX_DOCUMENT_BYTES: Final[int] = 1 << 30
+# How much of an oversize record is kept, so the rejected row shows what it was.
+OVERSIZE_PREVIEW_BYTES: Final[int] = 1024
+OVERSIZE_MARKER: Final[bytes] = b"\x00oversize\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFile:
+    """One file to load: where it is, how big, and a hash of its bytes."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def content_hash(self) -> str:
+        """Blake2b (128-bit, hex) of the file's bytes as stored on disk."""
+        digest = hashlib.blake2b(digest_size=16)
+        with open(self.path, "rb") as handle:
+            while block := handle.read(_READ_SIZE):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive raw records of one file.
+
+    ``lines[i]`` is the record at position ``first_line + i``: the line number
+    in an NDJSON file, the 1-based element number in a JSON array, 1 for a
+    single-body file. Blank entries are kept so positions stay exact; the
+    loader passes over them. An entry that starts with ``OVERSIZE_MARKER`` is
+    an oversize record: the marker, then its size in bytes as ASCII, then a
+    ``\\n`` and a preview of its first bytes.
+    """
+
+    source_file: str
+    first_line: int
+    lines: list[bytes]
+
+
+def find_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[PayloadFile]:
+    """Expand files, directories and glob patterns into the payload files to load.
+
+    Parameters
+    ----------
+    sources
+        A path, a directory (searched recursively for ``.ndjson``, ``.jsonl``
+        and ``.json`` files, each optionally ending in ``.gz``) or a glob
+        pattern (``**`` recurses), or a list of them.
+
+    Returns
+    -------
+    list[PayloadFile]
+        Every file once, in a stable order (sorted by path within each source,
+        sources in the order given). Paths stay as given (relative stays
+        relative), so provenance columns do not depend on where a checkout lives.
+
+    Raises
+    ------
+    SourceError
+        A path does not exist, a directory cannot be read, or a pattern or
+        directory matches no payload file.
+
+    Examples
+    --------
+    >>> from campaign_analytics.sources import find_files
+    >>> [f.path.endswith((".ndjson", ".json", ".gz", ".jsonl")) for f in find_files("data/sample")][:1]
+    [True]
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    found: dict[str, PayloadFile] = {}
+    for source in sources:
+        for path in _expand(os.fspath(source)):
+            key = os.path.realpath(path)
+            if key not in found:
+                found[key] = _stat(path)
+    if not found:
+        raise SourceError("No sources given: pass at least one file, directory or glob pattern.")
+    return list(found.values())
+
+
+def _expand(source: str) -> list[str]:
+    if any(char in source for char in _GLOB_CHARS) and not os.path.exists(source):
+        matches = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise SourceError(
+                f"The pattern {source!r} matches no file. Check the pattern, or quote it so the "
+                "shell does not expand it first."
+            )
+        return [os.path.normpath(p) for p in matches]
+    if os.path.isdir(source):
+        return _walk(source)
+    if os.path.isfile(source):
+        return [os.path.normpath(source)]
+    if os.path.lexists(source):
+        raise SourceError(f"{source!r} is neither a regular file nor a directory; point at payload files.")
+    raise SourceError(f"{source!r} does not exist. Check the path (relative paths start at {os.getcwd()!r}).")
+
+
+def _walk(directory: str) -> list[str]:
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise SourceError(f"The directory {directory!r} cannot be read (permission denied); fix its permissions.")
+    paths: list[str] = []
+
+    def _raise(error: OSError) -> None:
+        raise SourceError(
+            f"The directory {error.filename!r} cannot be read ({error.strerror}); fix its permissions "
+            "or leave it out of the sources."
+        )
+
+    for root, dirs, files in os.walk(directory, onerror=_raise):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in files:
+            base = name[:-3] if name.endswith(".gz") else name
+            if base.endswith(PAYLOAD_SUFFIXES) and not name.startswith("."):
+                paths.append(os.path.normpath(os.path.join(root, name)))
+    if not paths:
+        raise SourceError(
+            f"The directory {directory!r} holds no payload files (*.ndjson, *.jsonl, *.json, optionally .gz)."
+        )
+    return sorted(paths)
+
+
+def _stat(path: str) -> PayloadFile:
+    try:
+        info = os.stat(path)
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise SourceError(f"The file {path!r} cannot be read ({error.strerror}); fix its permissions.") from error
+    return PayloadFile(path=path, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def read_chunks(
+    file: PayloadFile, *, chunk_records: int = 65_536, max_record_bytes: int = 16 << 20
+) -> Iterator[Chunk]:
+    """Read one payload file as chunks of raw records.
+
+    Parameters
+    ----------
+    file
+        The file, from :func:`find_files`.
+    chunk_records
+        At most this many records per chunk.
+    max_record_bytes
+        A record (line, or whole single-body file) larger than this is not
+        held in memory: an oversize marker stands in its place.
+
+    Yields
+    ------
+    Chunk
+        Raw records with their positions.
+
+    Raises
+    ------
+    SourceError
+        The file cannot be opened or its compressed stream is corrupt.
+    """
+    try:
+        with _open(file.path) as stream:
+            if _is_line_format(file.path):
+                yield from _read_lines(file.path, stream, chunk_records, max_record_bytes)
+            else:
+                yield from _read_document(file.path, stream, chunk_records, max_record_bytes)
+    except (OSError, EOFError, zlib.error) as error:
+        raise SourceError(
+            f"{file.path}: cannot be read ({error}). If it is a gzip file it may be truncated; "
+            "re-export it or leave it out."
+        ) from error
+
+
+def _is_line_format(path: str) -> bool:
+    base = path[:-3] if path.endswith(".gz") else path
+    return base.endswith(_LINE_FORMAT_SUFFIXES)
+
+
+def _open(path: str) -> BinaryIO:
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    magic = raw.peek(2)[:2]
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
+    line_number = 1
+    pending: list[bytes] = []
+    first_line = 1
+    carry = b""
+    oversize: int | None = None  # bytes seen so far of a line being skipped
+    preview = b""
+    at_start = True
+    while True:
+        block = stream.read(_READ_SIZE)
+        if at_start:
+            if block.startswith(_BOM):
+                block = block[len(_BOM):]
+            at_start = False
+        if not block:
+            break
+        if oversize is not None:
+            cut = block.find(b"\n")
+            if cut < 0:
+                oversize += len(block)
+                continue
+            pending.append(_oversize_entry(oversize + cut, preview))
+            oversize = None
+            block = block[cut + 1:]
+            line_number += 1
+        data = carry + block if carry else block
+        last = data.rfind(b"\n")
+        if last < 0:
+            carry = data
+        else:
+            lines = data[:last].split(b"\n")
+            carry = data[last + 1:]
+            pending.extend(lines)
+            line_number += len(lines)
+        if len(carry) > max_record_bytes:
+            oversize, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
+        while len(pending) >= chunk_records:
+            yield Chunk(path, first_line, pending[:chunk_records])
+            pending = pending[chunk_records:]
+            first_line += chunk_records
+    if oversize is not None:
+        pending.append(_oversize_entry(oversize, preview))
+    elif carry:
+        pending.append(carry)
+    for start in range(0, len(pending), chunk_records):
+        yield Chunk(path, first_line + start, pending[start:start + chunk_records])
+
+
+def _oversize_entry(size: int, preview: bytes) -> bytes:
+    return OVERSIZE_MARKER + str(size).encode() + b"\n" + preview
+
+
+def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
+    content = stream.read(max(max_record_bytes, _MAX_DOCUMENT_BYTES) + 1)
+    if content.startswith(_BOM):
+        content = content[len(_BOM):]
+    stripped = content.strip()
+    if stripped.startswith(b"["):
+        try:
+            elements = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            elements = None
+        if isinstance(elements, list):
+            lines = [orjson.dumps(element) for element in elements]
+            for start in range(0, len(lines), chunk_records):
+                yield Chunk(path, 1 + start, lines[start:start + chunk_records])
+            return
+    if len(content) > max_record_bytes:
+        if b"\n{" in stripped:
+            # Several objects, one per line: NDJSON saved under a .json name.
+            yield from _read_lines(path, _BytesStream(content), chunk_records, max_record_bytes)
+            return
+        yield Chunk(path, 1, [_oversize_entry(len(content), content[:OVERSIZE_PREVIEW_BYTES])])
+        return
+    try:
+        orjson.loads(stripped)
+        yield Chunk(path, 1, [stripped])
+    except orjson.JSONDecodeError:
+        if stripped.count(b"\n") and stripped.lstrip().startswith(b"{"):
+            yield from _read_lines(path, _BytesStream(content), chunk_records, max_record_bytes)
+        else:
+            yield Chunk(path, 1, [stripped])
+
+
+class _BytesStream:
+    """The part of a binary stream's interface that _read_lines needs, over bytes in memory."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+        self._offset = 0
+
+    def read(self, size: int) -> bytes:
+        block = self._content[self._offset:self._offset + size]
+        self._offset += len(block)
+        return block

@@ -1,0 +1,912 @@
+"""The events table on disk: ingest (dedupe, atomic commit, ledger), quarantine, read back.
+
+Layout of a table directory::
+
+    <table>/_delta_log/                 the events table's commit log (Delta Lake)
+    <table>/event_date=YYYY-MM-DD/      its Parquet files, one folder per UTC day
+    <table>/_quarantine/                rejected and skipped records (a Delta table too)
+
+Every load is one commit of the events table. The ledger of loads is that
+commit's own metadata, so a load and its ledger entry appear together or not
+at all; quarantine rows of a load that never committed are not shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Field, Schema
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+
+from .errors import ParameterError, TableError
+from .flatten import (
+    CORE_SCHEMA,
+    PROVENANCE_COLUMNS,
+    QUARANTINE_SCHEMA,
+    RAW_JSON_COLUMNS,
+    USER_PREFIXES,
+    BatchBuilder,
+    FlatBatch,
+    FlattenLimits,
+    connect,
+    flatten_batch,
+)
+from .sources import PayloadFile, find_files, read_chunks
+
+__all__ = [
+    "LoadSummary",
+    "ingest",
+    "load",
+    "read_events",
+    "read_rejected",
+    "read_skipped",
+    "read_loads",
+    "events_dataset",
+]
+
+PathLike = str | os.PathLike[str]
+Sources = PathLike | Iterable[PathLike]
+
+PARTITION_COLUMN: Final[str] = "event_date"
+QUARANTINE_DIR: Final[str] = "_quarantine"
+_LEDGER_KEY: Final[str] = "campaign_analytics.load"
+_PARQUET_COMPRESSION: Final[str] = "zstd"
+_FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
+_FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
+
+
+@dataclass
+class LoadSummary:
+    """What one load did. ``records == written + duplicates + rejected + skipped``.
+
+    Attributes
+    ----------
+    load_id
+        The load's id (also in every row it wrote).
+    files, files_unchanged
+        Files read, and files passed over because a committed load already
+        holds the very same bytes (use ``force=True`` to read them again).
+    records, written, duplicates, rejected, skipped
+        Records read and what became of them.
+    reject_reasons
+        Rejected and skipped records per reason.
+    new_columns
+        User columns this load added to the table.
+    capped_keys
+        User keys not made into columns because of ``max_user_columns``; their
+        values stay in ``variables_json`` / ``metadata_json``.
+    too_deep
+        User sub-objects nested deeper than ``max_depth`` (kept in raw JSON only).
+    version
+        The table version the load committed, or None when nothing was committed.
+    """
+
+    load_id: str
+    table: str
+    started_at: str
+    finished_at: str = ""
+    seconds: float = 0.0
+    files: int = 0
+    files_unchanged: int = 0
+    records: int = 0
+    written: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    new_columns: list[str] = field(default_factory=list)
+    capped_keys: list[str] = field(default_factory=list)
+    too_deep: int = 0
+    version: int | None = None
+    file_details: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def balanced(self) -> bool:
+        """True when every record read is accounted for."""
+        return self.records == self.written + self.duplicates + self.rejected + self.skipped
+
+    def to_dict(self, *, with_files: bool = False) -> dict[str, Any]:
+        """The summary as plain JSON-ready values."""
+        out = asdict(self)
+        if not with_files:
+            out.pop("file_details")
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"load {self.load_id} into {self.table}" + (f" (version {self.version})" if self.version is not None else ""),
+            f"  files      {self.files:>12,}" + (f"   ({self.files_unchanged:,} unchanged, passed over)" if self.files_unchanged else ""),
+            f"  records    {self.records:>12,}",
+            f"  written    {self.written:>12,}",
+            f"  duplicates {self.duplicates:>12,}",
+            f"  rejected   {self.rejected:>12,}",
+            f"  skipped    {self.skipped:>12,}",
+            f"  seconds    {self.seconds:>12,.1f}",
+        ]
+        for reason, count in sorted(self.reject_reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+            lines.append(f"    {count:>8,}  {reason}")
+        if self.new_columns:
+            lines.append(f"  new columns: {', '.join(self.new_columns[:20])}" + (" ..." if len(self.new_columns) > 20 else ""))
+        if self.capped_keys:
+            lines.append(
+                f"  {len(self.capped_keys):,} user keys over max_user_columns kept in raw JSON only: "
+                + ", ".join(self.capped_keys[:10]) + (" ..." if len(self.capped_keys) > 10 else "")
+            )
+        if self.too_deep:
+            lines.append(f"  {self.too_deep:,} nested user objects deeper than max_depth kept in raw JSON only")
+        if not self.balanced:
+            lines.append("  WARNING: the counts do not add up; please report this with the input files")
+        return "\n".join(lines)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _table_uri(table: PathLike) -> str:
+    return os.path.abspath(os.fspath(table))
+
+
+def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
+    """The events table at path; None if the path is free for a new table."""
+    if not os.path.exists(path):
+        if must_exist:
+            raise TableError(f"There is no table at {path!r}. Run `campaign-analytics ingest SOURCE --table {path}` first.")
+        return None
+    if not os.path.isdir(path):
+        raise TableError(f"{path!r} is a file, not a table directory. Choose another --table path.")
+    if not os.path.isdir(os.path.join(path, "_delta_log")):
+        if not must_exist and not os.listdir(path):
+            return None
+        raise TableError(
+            f"{path!r} exists but is not a Delta table (no _delta_log). Refusing to write into it: "
+            "choose an empty or new directory for the table."
+        )
+    try:
+        table = DeltaTable(path)
+    except TableNotFoundError as error:
+        raise TableError(f"{path!r} has a _delta_log but no readable table ({error}).") from error
+    names = set(table.schema().to_arrow().names)
+    if "event_id" not in names or PARTITION_COLUMN not in names:
+        raise TableError(f"{path!r} is a Delta table but not a campaign events table (no event_id / event_date).")
+    return table
+
+
+def _ledger(table: DeltaTable | None) -> list[dict[str, Any]]:
+    if table is None:
+        return []
+    entries = []
+    for commit in table.history():
+        raw = commit.get(_LEDGER_KEY)
+        if raw:
+            entry = json.loads(raw)
+            entry["table_version"] = commit.get("version")
+            entry["committed_at"] = commit.get("timestamp")
+            entries.append(entry)
+    return entries[::-1]
+
+
+class _PartitionWriter:
+    """Writes event rows into per-day Parquet files; a new file when the columns change."""
+
+    def __init__(self, root: str, load_id: str, *, partition: str | None, max_open: int = 64) -> None:
+        self.root = root
+        self.load_id = load_id
+        self.partition = partition
+        self.max_open = max_open
+        self._open: dict[str | None, tuple[pq.ParquetWriter, str, pa.Schema, int]] = {}
+        self._sequence = 0
+        self.adds: list[AddAction] = []
+
+    def write(self, table: pa.Table) -> None:
+        if self.partition is None:
+            self._write_part(None, table)
+            return
+        dates = table.column(self.partition)
+        for value in pc.unique(dates).to_pylist():
+            part = table.filter(pc.equal(dates, value)).drop_columns([self.partition])
+            self._write_part(value.isoformat(), part)
+
+    def _write_part(self, key: str | None, part: pa.Table) -> None:
+        current = self._open.get(key)
+        if current is not None and current[2] != part.schema:
+            self._close(key)
+            current = None
+        if current is None:
+            if len(self._open) >= self.max_open:
+                self._close(next(iter(self._open)))
+            self._sequence += 1
+            folder = f"{self.partition}={key}/" if key is not None else ""
+            relative = f"{folder}part-{self.load_id}-{self._sequence:05d}.parquet"
+            target = os.path.join(self.root, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            writer = pq.ParquetWriter(target, part.schema, compression=_PARQUET_COMPRESSION)
+            current = (writer, relative, part.schema, 0)
+        writer, relative, schema, rows = current
+        writer.write_table(part, row_group_size=256_000)
+        self._open[key] = (writer, relative, schema, rows + part.num_rows)
+
+    def _close(self, key: str | None) -> None:
+        writer, relative, _, rows = self._open.pop(key)
+        writer.close()
+        target = os.path.join(self.root, relative)
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+        self.adds.append(
+            AddAction(
+                path=relative,
+                size=os.path.getsize(target),
+                partition_values={self.partition: key} if self.partition else {},
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                stats=json.dumps({"numRecords": rows}),
+            )
+        )
+
+    def close(self) -> list[AddAction]:
+        for key in list(self._open):
+            self._close(key)
+        return self.adds
+
+    def abandon(self) -> None:
+        """Close and delete every file this writer made (the load will not commit)."""
+        for key in list(self._open):
+            self._close(key)
+        for add in self.adds:
+            try:
+                os.remove(os.path.join(self.root, add.path))
+            except OSError:
+                pass
+        self.adds = []
+
+
+class _Deduplicator:
+    """Event ids already in the table (for the days a load touches) or earlier in the load."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: DeltaTable | None) -> None:
+        self.con = con
+        self.table = table
+        self.loaded_days: set[dt.date] = set()
+        con.execute("CREATE OR REPLACE TEMP TABLE seen (event_id VARCHAR)")
+
+    def new_rows(self, events: pa.Table) -> pa.Table:
+        """Rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
+        days = set(pc.unique(events.column(PARTITION_COLUMN)).to_pylist()) - self.loaded_days
+        if days and self.table is not None:
+            files = self.table.file_uris(partition_filters=[(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
+            if files:
+                self.con.execute("INSERT INTO seen SELECT event_id FROM read_parquet(?)", [files])
+        self.loaded_days |= days
+        keys = pa.table(
+            {
+                "event_id": events.column("event_id"),
+                "source_file": events.column("source_file"),
+                "source_line": events.column("source_line"),
+                "rid": pa.array(range(events.num_rows), pa.int64()),
+            }
+        )
+        self.con.register("incoming", keys)
+        try:
+            keep = self.con.sql(
+                "SELECT arg_min(i.rid, (i.source_file, i.source_line)) AS rid, i.event_id FROM incoming i "
+                "ANTI JOIN seen s ON i.event_id = s.event_id GROUP BY i.event_id"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("incoming")
+        self.con.register("fresh", keep)
+        try:
+            self.con.execute("INSERT INTO seen SELECT event_id FROM fresh")
+        finally:
+            self.con.unregister("fresh")
+        if keep.num_rows == events.num_rows:
+            return events
+        rids = keep.column("rid")
+        return events.take(pc.take(rids, pc.sort_indices(rids)))
+
+
+def _flat_batches(
+    files: Sequence[PayloadFile],
+    con: duckdb.DuckDBPyConnection,
+    limits: FlattenLimits,
+    user_columns: dict[str, str],
+    *,
+    batch_records: int,
+    progress: Any,
+) -> Iterator[tuple[FlatBatch, pa.Table, int]]:
+    """(flattened batch, set-aside records, records read) for each batch of the files."""
+    builder = BatchBuilder(max_record_bytes=limits.max_record_bytes)
+    read = 0
+
+    def flush() -> tuple[FlatBatch, pa.Table, int]:
+        nonlocal read
+        accepted, quarantined = builder.take()
+        count, read = read, 0
+        flat = flatten_batch(con, accepted, limits=limits, user_columns=user_columns)
+        return flat, quarantined, count
+
+    for file in files:
+        for chunk in read_chunks(file, chunk_records=min(batch_records, 65_536), max_record_bytes=limits.max_record_bytes):
+            before = len(builder)
+            builder.add(chunk)
+            read += len(builder) - before
+            if len(builder) >= batch_records:
+                yield flush()
+        if progress is not None:
+            progress.update(file.size)
+    if len(builder):
+        yield flush()
+
+
+def _user_column_map(schema_names: Iterable[str]) -> dict[str, str]:
+    return {name.lower(): name for name in schema_names if name.startswith(tuple(f"{p}__" for p in USER_PREFIXES))}
+
+
+def _quarantine_table(flat: FlatBatch, set_aside: pa.Table, load_id: str, ingested_at: dt.datetime) -> pa.Table:
+    parts = [t for t in (set_aside, flat.quarantine) if t.num_rows]
+    if not parts:
+        return QUARANTINE_SCHEMA.empty_table()
+    rows = pa.concat_tables([p.select(["kind", "reason", "trigger", "raw", "source_file", "source_line"]).cast(
+        pa.schema([QUARANTINE_SCHEMA.field(n) for n in ("kind", "reason", "trigger", "raw", "source_file", "source_line")])
+    ) for p in parts])
+    n = rows.num_rows
+    rows = rows.append_column(QUARANTINE_SCHEMA.field("load_id"), pa.array([load_id] * n, pa.string()))
+    return rows.append_column(QUARANTINE_SCHEMA.field("ingested_at"), pa.array([ingested_at] * n, QUARANTINE_SCHEMA.field("ingested_at").type))
+
+
+def _with_provenance(events: pa.Table, load_id: str, ingested_at: dt.datetime) -> pa.Table:
+    n = events.num_rows
+    events = events.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.array([load_id] * n, pa.string()))
+    return events.append_column(
+        PROVENANCE_COLUMNS.field("ingested_at"), pa.array([ingested_at] * n, PROVENANCE_COLUMNS.field("ingested_at").type)
+    )
+
+
+def _delta_schema(arrow: pa.Schema) -> Schema:
+    # Delta timestamps are microseconds; the Parquet files keep milliseconds and readers cast.
+    fields = [
+        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
+        for f in arrow
+    ]
+    return Schema.from_arrow(pa.schema(fields))
+
+
+def _commit(
+    uri: str, table: DeltaTable | None, adds: list[AddAction], schema: pa.Schema, partition_by: list[str], metadata: dict[str, str]
+) -> DeltaTable:
+    """Append the files in one commit, growing the table schema first when columns are new."""
+    properties = CommitProperties(custom_metadata=metadata)
+    if table is None:
+        create_table_with_add_actions(uri, _delta_schema(schema), adds, mode="error", partition_by=partition_by or None, commit_properties=properties)
+        return DeltaTable(uri)
+    for attempt in range(20):
+        try:
+            table.update_incremental()
+            have = set(table.schema().to_arrow().names)
+            missing = [f for f in schema if f.name not in have]
+            if missing:
+                table.alter.add_columns([Field.from_arrow(f) for f in _delta_schema(pa.schema(missing)).to_arrow()])
+                table.update_incremental()
+            table.create_write_transaction(
+                adds, mode="append", schema=table.schema(), partition_by=partition_by or None, commit_properties=properties
+            )
+            return table
+        except CommitFailedError:
+            time.sleep(0.05 * (attempt + 1))
+    raise TableError(f"Could not commit to {uri!r} after 20 attempts: other writers keep changing it. Try again.")
+
+
+def ingest(
+    sources: Sources,
+    table: PathLike,
+    *,
+    force: bool = False,
+    limits: FlattenLimits | None = None,
+    batch_records: int = 100_000,
+    progress: bool | None = None,
+) -> LoadSummary:
+    """Load raw webhook payload files into the events table (a Delta Lake table).
+
+    Parameters
+    ----------
+    sources
+        Files, directories (recursive) or glob patterns; NDJSON, JSON arrays or
+        single POST bodies, optionally gzip-compressed.
+    table
+        The table directory; created on the first load.
+    force
+        Read files again even when a committed load already holds the same bytes
+        (their events are still deduplicated).
+    limits
+        Caps on nesting depth, user columns and record size.
+    batch_records
+        Records per batch; memory grows with it, speed barely does past 100,000.
+    progress
+        Show a progress bar on stderr; by default only when stderr is a terminal.
+
+    Returns
+    -------
+    LoadSummary
+        Counts of the load; ``records == written + duplicates + rejected + skipped``.
+
+    Raises
+    ------
+    SourceError
+        A source is missing or unreadable (nothing is written).
+    TableError
+        The table path exists but is not an events table (nothing is written).
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> summary = ca.ingest("data/sample", tempfile.mkdtemp() + "/events")
+    >>> summary.balanced
+    True
+    """
+    limits = limits or FlattenLimits()
+    if batch_records < 1:
+        raise ParameterError(f"batch_records must be at least 1, not {batch_records}.")
+    uri = _table_uri(table)
+    started = _now()
+    delta = _open_table(uri, must_exist=False)
+    files = find_files(sources)
+    load_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    summary = LoadSummary(load_id=load_id, table=uri, started_at=started.isoformat())
+    already = {f["hash"] for entry in _ledger(delta) for f in entry.get("file_list", []) if f.get("status") == "loaded"}
+    to_read: list[PayloadFile] = []
+    hashes: dict[str, str] = {}
+    for file in files:
+        digest = file.content_hash()
+        hashes[file.path] = digest
+        if digest in already and not force:
+            summary.files_unchanged += 1
+            summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "unchanged"})
+        else:
+            already.add(digest)
+            to_read.append(file)
+            summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "loaded"})
+    summary.files = len(files)
+
+    existing_names = delta.schema().to_arrow().names if delta is not None else []
+    user_columns = _user_column_map(existing_names)
+    known_before = set(user_columns.values())
+    con = connect(memory_limit="1GB")
+    events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
+    quarantine_root = os.path.join(uri, QUARANTINE_DIR)
+    quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
+    columns_seen: dict[str, pa.Field] = {}
+    bar = _progress_bar(sum(f.size for f in to_read), progress)
+
+    def write_events(fresh: pa.Table) -> None:
+        fresh = _with_provenance(fresh, load_id, started)
+        for f in fresh.schema:
+            columns_seen.setdefault(f.name, f)
+        events_writer.write(fresh)
+
+    try:
+        _run(
+            to_read, con, _Deduplicator(con, delta), limits, user_columns, summary,
+            batch_records=batch_records, progress=bar, on_events=write_events,
+            on_quarantine=quarantine_writer.write, ingested_at=started,
+        )
+        quarantine_adds = quarantine_writer.close()
+        event_adds = events_writer.close()
+        summary.new_columns = sorted(set(user_columns.values()) - known_before)
+        if quarantine_adds:
+            quarantine_table = _open_quarantine(quarantine_root)
+            _commit(quarantine_root, quarantine_table, quarantine_adds, QUARANTINE_SCHEMA, [], {_LEDGER_KEY + ".quarantine": load_id})
+        finished = _now()
+        summary.finished_at = finished.isoformat()
+        summary.seconds = round((finished - started).total_seconds(), 3)
+        schema = _table_schema(existing_names, columns_seen, delta)
+        ledger = summary.to_dict(with_files=True)
+        ledger["file_list"] = ledger.pop("file_details")
+        ledger.pop("version")
+        committed = _commit(uri, delta, event_adds, schema, [PARTITION_COLUMN], {_LEDGER_KEY: json.dumps(ledger)})
+        committed.update_incremental()
+        summary.version = committed.version()
+    except BaseException:
+        events_writer.abandon()
+        quarantine_writer.abandon()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        con.close()
+    return summary
+
+
+def _run(
+    files: Sequence[PayloadFile],
+    con: duckdb.DuckDBPyConnection,
+    deduplicator: _Deduplicator,
+    limits: FlattenLimits,
+    user_columns: dict[str, str],
+    summary: LoadSummary,
+    *,
+    batch_records: int,
+    progress: Any,
+    on_events: Any,
+    on_quarantine: Any,
+    ingested_at: dt.datetime,
+) -> None:
+    """Read, flatten and deduplicate the files, counting into summary and handing rows on."""
+    reasons: Counter[str] = Counter()
+    capped: set[str] = set()
+    for flat, set_aside, read in _flat_batches(files, con, limits, user_columns, batch_records=batch_records, progress=progress):
+        summary.records += read
+        fresh = deduplicator.new_rows(flat.events)
+        summary.written += fresh.num_rows
+        summary.duplicates += flat.events.num_rows - fresh.num_rows
+        if fresh.num_rows:
+            on_events(fresh)
+        quarantined = _quarantine_table(flat, set_aside, summary.load_id, ingested_at)
+        if quarantined.num_rows:
+            kinds = Counter(quarantined.column("kind").to_pylist())
+            summary.rejected += kinds.get("rejected", 0)
+            summary.skipped += kinds.get("skipped", 0)
+            reasons.update(_reason_key(r) for r in quarantined.column("reason").to_pylist())
+            on_quarantine(quarantined)
+        capped |= flat.capped_keys
+        summary.too_deep += flat.too_deep
+    summary.reject_reasons = dict(reasons)
+    summary.capped_keys = sorted(capped)
+
+
+def _reason_key(reason: str) -> str:
+    """The kind of problem (the text before the first colon), so counts group by kind, not by value."""
+    return reason.split(":", 1)[0]
+
+
+def _table_schema(existing: list[str], seen: dict[str, pa.Field], delta: DeltaTable | None) -> pa.Schema:
+    """The table's columns after this load: core, user columns (sorted), raw JSON, provenance."""
+    full = {f.name: f for f in CORE_SCHEMA}
+    full.update({f.name: f for f in RAW_JSON_COLUMNS})
+    full.update({f.name: f for f in PROVENANCE_COLUMNS})
+    user = sorted(set(n for n in seen if n not in full) | set(n for n in existing if n not in full))
+    return pa.schema(
+        [full[n] for n in _FIXED_HEAD] + [pa.field(n, pa.string()) for n in user] + [full[n] for n in _FIXED_TAIL]
+    )
+
+
+def _open_quarantine(root: str) -> DeltaTable | None:
+    if os.path.isdir(os.path.join(root, "_delta_log")):
+        return DeltaTable(root)
+    return None
+
+
+def _progress_bar(total: int, progress: bool | None) -> Any:
+    if progress is None:
+        progress = sys.stderr.isatty() and total > 64 << 20
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="ingest", file=sys.stderr)
+
+
+def events_dataset(table: PathLike) -> Any:
+    """The live Parquet files of the events table as a ``pyarrow.dataset.Dataset``.
+
+    Only files the Delta log lists as live are part of it, so files left by a
+    load that never committed are never read.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> _ = ca.ingest("data/sample", path)
+    >>> ca.events_dataset(path).count_rows() > 0
+    True
+    """
+    delta = _open_table(_table_uri(table), must_exist=True)
+    assert delta is not None
+    return delta.to_pyarrow_dataset()
+
+
+def _as_utc(value: str | dt.date | dt.datetime | pd.Timestamp, *, end: bool) -> tuple[pd.Timestamp, bool]:
+    """A bound as a UTC timestamp, and whether it was a whole day."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as error:
+        raise ParameterError(f"Cannot read {value!r} as a date or time; use e.g. '2026-11-02' or '2026-11-02T10:00Z'.") from error
+    whole_day = isinstance(value, dt.date) and not isinstance(value, dt.datetime) or (
+        isinstance(value, str) and len(value.strip()) == 10
+    )
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if end and whole_day:
+        stamp = stamp + pd.Timedelta(days=1)
+    return stamp, whole_day
+
+
+def read_events(
+    table: PathLike,
+    start: str | dt.date | dt.datetime | None = None,
+    end: str | dt.date | dt.datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read the events table (or part of it) as a pandas DataFrame.
+
+    Parameters
+    ----------
+    table
+        The table directory.
+    start, end
+        Keep events whose ``event_time`` is at or after ``start`` and before
+        ``end``. A bare date (``"2026-11-02"``) means the whole UTC day, so
+        ``end="2026-11-02"`` includes that day.
+    columns
+        Columns to read (default: all), in the table's order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Core columns first, then ``variables__*`` / ``metadata__*`` (numeric or
+        boolean where every value of the column is), then raw JSON and
+        provenance columns. Timestamps are ``datetime64[ms, UTC]``.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> _ = ca.ingest("data/sample", path)
+    >>> events = ca.read_events(path, start="2026-11-02", end="2026-11-03")
+    >>> events["event_date"].astype(str).unique().tolist()
+    ['2026-11-02', '2026-11-03']
+    """
+    import pyarrow.dataset as ds
+
+    dataset = events_dataset(table)
+    names = dataset.schema.names
+    if columns is not None:
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise ParameterError(f"Unknown column(s) {unknown}; the table has: {', '.join(names)}.")
+    expression = None
+    if start is not None:
+        lower, _ = _as_utc(start, end=False)
+        expression = (ds.field(PARTITION_COLUMN) >= lower.date()) & (ds.field("event_time") >= lower.to_pydatetime())
+    if end is not None:
+        upper, _ = _as_utc(end, end=True)
+        upper_filter = (ds.field(PARTITION_COLUMN) <= upper.date()) & (ds.field("event_time") < upper.to_pydatetime())
+        expression = upper_filter if expression is None else expression & upper_filter
+    arrow = dataset.to_table(columns=list(columns) if columns is not None else None, filter=expression)
+    return _to_pandas(arrow)
+
+
+def _ordered(names: Sequence[str]) -> list[str]:
+    fixed = set(_FIXED_HEAD) | set(_FIXED_TAIL)
+    user = sorted(n for n in names if n not in fixed)
+    present = set(names)
+    return [n for n in _FIXED_HEAD if n in present] + user + [n for n in _FIXED_TAIL if n in present]
+
+
+_JSON_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
+_JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+
+
+def _user_series(array: pa.ChunkedArray) -> pd.Series:
+    """A user column as numbers or booleans when every value is one, else as text."""
+    values = array.drop_null()
+    if len(values) == 0:
+        return array.to_pandas(types_mapper=pd.ArrowDtype if False else None)
+    if pc.all(pc.match_substring_regex(values, _JSON_INTEGER)).as_py():
+        try:
+            return pd.Series(array.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
+        except (pa.ArrowInvalid, OverflowError):
+            pass
+    if pc.all(pc.match_substring_regex(values, _JSON_NUMBER)).as_py():
+        return pd.Series(array.cast(pa.float64()).to_pandas())
+    if pc.all(pc.is_in(values, pa.array(["true", "false"]))).as_py():
+        return pd.Series(pc.equal(array, "true").to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get))
+    return pd.Series(array.to_pandas())
+
+
+def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
+    """Arrow events → pandas: column order of the contract, ms timestamps, typed user columns, lists as lists."""
+    columns: dict[str, Any] = {}
+    for name in _ordered(arrow.column_names):
+        array = arrow.column(name)
+        if pa.types.is_timestamp(array.type):
+            columns[name] = array.cast(pa.timestamp("ms", tz="UTC")).to_pandas()
+        elif name.startswith(("variables__", "metadata__")):
+            columns[name] = _user_series(array)
+        elif pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+            columns[name] = pd.Series(array.to_pylist(), dtype=object)
+        elif pa.types.is_date(array.type):
+            columns[name] = pd.Series(array.to_pandas(date_as_object=True), dtype=object)
+        else:
+            columns[name] = array.to_pandas()
+    frame = pd.DataFrame({name: pd.Series(series).reset_index(drop=True) for name, series in columns.items()})
+    if "event_date" in frame:
+        frame["event_date"] = pd.to_datetime(frame["event_date"]).dt.date.astype(object) if len(frame) else frame["event_date"]
+    return frame
+
+
+def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records: int = 100_000) -> pd.DataFrame:
+    """Read and flatten payload files into a DataFrame, without writing a table.
+
+    The same rows ``ingest`` would write (deduplicated, flattened, typed), for
+    analyses that only need the loader. Rejected and skipped records are in
+    ``frame.attrs["quarantine"]`` and the counts in ``frame.attrs["load_summary"]``.
+
+    Parameters
+    ----------
+    sources
+        Files, directories or glob patterns, as for :func:`ingest`.
+    limits
+        Caps on nesting depth, user columns and record size.
+    batch_records
+        Records per batch.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unique event, columns as :func:`read_events` gives them.
+
+    Examples
+    --------
+    >>> import campaign_analytics as ca
+    >>> events = ca.load("data/sample")
+    >>> events.attrs["load_summary"]["records"] >= len(events)
+    True
+    """
+    limits = limits or FlattenLimits()
+    files = find_files(sources)
+    started = _now()
+    summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
+    con = connect(memory_limit="1GB")
+    events: list[pa.Table] = []
+    quarantine: list[pa.Table] = []
+    try:
+        _run(
+            files, con, _Deduplicator(con, None), limits, {}, summary,
+            batch_records=batch_records, progress=None,
+            on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
+        )
+    finally:
+        con.close()
+    arrow = (
+        pa.concat_tables(events, promote_options="default")
+        if events
+        else _table_schema([], {}, None).remove(CORE_SCHEMA.get_field_index(PARTITION_COLUMN)).empty_table()
+    )
+    if not events:
+        arrow = _table_schema([], {}, None).empty_table()
+    else:
+        n = arrow.num_rows
+        arrow = arrow.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.nulls(n, pa.string()))
+        arrow = arrow.append_column(
+            PROVENANCE_COLUMNS.field("ingested_at"), pa.array([started] * n, PROVENANCE_COLUMNS.field("ingested_at").type)
+        )
+    frame = _to_pandas(arrow)
+    finished = _now()
+    summary.finished_at = finished.isoformat()
+    summary.seconds = round((finished - started).total_seconds(), 3)
+    frame.attrs["load_summary"] = summary.to_dict()
+    frame.attrs["quarantine"] = _to_pandas(pa.concat_tables(quarantine)) if quarantine else _to_pandas(QUARANTINE_SCHEMA.empty_table())
+    return frame
+
+
+def _committed_loads(table: DeltaTable) -> set[str]:
+    return {entry["load_id"] for entry in _ledger(table)}
+
+
+def _read_quarantine(table: PathLike, kind: str, load_id: str | None) -> pd.DataFrame:
+    uri = _table_uri(table)
+    delta = _open_table(uri, must_exist=True)
+    assert delta is not None
+    quarantine = _open_quarantine(os.path.join(uri, QUARANTINE_DIR))
+    if quarantine is None:
+        return _to_pandas(QUARANTINE_SCHEMA.empty_table())
+    import pyarrow.dataset as ds
+
+    committed = _committed_loads(delta)
+    if load_id is not None:
+        if load_id not in committed:
+            raise ParameterError(f"No committed load {load_id!r} in {uri!r}; see read_loads() for the load ids.")
+        committed = {load_id}
+    arrow = quarantine.to_pyarrow_dataset().to_table(
+        filter=(ds.field("kind") == kind) & ds.field("load_id").isin(sorted(committed))
+    )
+    arrow = arrow.sort_by([("ingested_at", "ascending"), ("source_file", "ascending"), ("source_line", "ascending")])
+    return _to_pandas(arrow)
+
+
+def read_rejected(table: PathLike, load_id: str | None = None) -> pd.DataFrame:
+    """Records that could not be loaded, with the reason, raw text, file and line.
+
+    Parameters
+    ----------
+    table
+        The table directory.
+    load_id
+        Only this load's records (default: every committed load).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns kind, reason, trigger, raw, source_file, source_line, load_id, ingested_at.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> summary = ca.ingest("data/sample", path)
+    >>> len(ca.read_rejected(path)) == summary.rejected
+    True
+    """
+    return _read_quarantine(table, "rejected", load_id)
+
+
+def read_skipped(table: PathLike, load_id: str | None = None) -> pd.DataFrame:
+    """Records of other CometChat triggers (e.g. ``after_message``), kept but not loaded as events.
+
+    Same columns as :func:`read_rejected`.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> summary = ca.ingest("data/sample", path)
+    >>> len(ca.read_skipped(path)) == summary.skipped
+    True
+    """
+    return _read_quarantine(table, "skipped", load_id)
+
+
+def read_loads(table: PathLike, *, files: bool = False) -> pd.DataFrame:
+    """The ledger: what was loaded when.
+
+    Parameters
+    ----------
+    table
+        The table directory.
+    files
+        One row per file of each load (path, size, content hash, status)
+        instead of one row per load.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per load: load_id, table_version, committed_at, started_at, seconds,
+        files, files_unchanged, records, written, duplicates, rejected,
+        skipped, new_columns, capped_keys.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> _ = ca.ingest("data/sample", path)
+    >>> ca.read_loads(path)[["records", "written"]].shape
+    (1, 2)
+    """
+    delta = _open_table(_table_uri(table), must_exist=True)
+    assert delta is not None
+    entries = _ledger(delta)
+    if files:
+        rows = [{"load_id": e["load_id"], **f} for e in entries for f in e.get("file_list", [])]
+        return pd.DataFrame(rows, columns=["load_id", "path", "size", "hash", "status"])
+    keep = [
+        "load_id", "table_version", "committed_at", "started_at", "seconds", "files", "files_unchanged",
+        "records", "written", "duplicates", "rejected", "skipped", "new_columns", "capped_keys",
+    ]
+    frame = pd.DataFrame([{k: e.get(k) for k in keep} for e in entries], columns=keep)
+    frame["committed_at"] = pd.to_datetime(frame["committed_at"], unit="ms", utc=True).astype("datetime64[ms, UTC]")
+    return frame
