@@ -1,28 +1,33 @@
 """Payload → row: typed core columns, ``variables__*`` / ``metadata__*`` text columns, tags, raw JSON.
 
-Records arrive as raw bytes (from :mod:`campaign_analytics.sources`). One pass
-in Python does only what needs the whole record: parse it (orjson), sort it
-into event / rejected / skipped, and compute the event id from its canonical
-JSON. Everything column-shaped (typing, timestamp rules, the stage's own
-timestamp, flattening of user objects) then runs as one vectorised DuckDB
-query per batch.
+Records arrive as raw lines (from :mod:`campaign_analytics.sources`) and are
+parsed, sorted into event / rejected / skipped, typed and flattened by DuckDB,
+batch by batch, with no per-record Python. Only records that fail (invalid
+JSON, invalid UTF-8, oversize) pass through Python, to name what is wrong.
 
 User-defined leaves are stored as text so the table schema never depends on
 arrival order: a key that is ``15`` in one event and ``"10%"`` in another is
 two text values of one column.
+
+The event id is the MD5 of the trigger, the app id and a canonical form of
+``data``: every known field by name, every leaf of ``variables``, ``metadata``
+and ``content`` as ``path=value`` in path order, unknown fields in key order.
+Key order anywhere in an object therefore does not change it, nor does
+``templateVersion`` arriving as ``"2"`` instead of ``2``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .sources import OVERSIZE_MARKER, Chunk
 from .triggers import STAGE_TIMESTAMP_FIELDS, TRIGGERS
@@ -34,9 +39,10 @@ __all__ = [
     "QUARANTINE_SCHEMA",
     "USER_PREFIXES",
     "FlattenLimits",
-    "BatchBuilder",
     "FlatBatch",
     "user_column_name",
+    "lines_table",
+    "connect",
     "flatten_batch",
 ]
 
@@ -149,7 +155,6 @@ _DATA_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "content": ("content_json", "json"),
     **{name: (column, "timestamp") for name, column in STAGE_TIMESTAMP_FIELDS.items()},
 }
-_KNOWN_DATA_KEYS: Final[frozenset[str]] = frozenset(_DATA_FIELDS)
 _UNSAFE_KEY_CHARS: Final[re.Pattern[str]] = re.compile(r"[^0-9A-Za-z_]")
 # Timestamps outside [1970-01-01, 2200-01-01) are taken as wrong data, not as dates.
 _MIN_EPOCH_MS: Final[int] = 0
@@ -214,159 +219,66 @@ class FlatBatch:
 
     events: pa.Table
     quarantine: pa.Table
+    records: int = 0
     capped_keys: set[str] = field(default_factory=set)
     too_deep: int = 0
 
 
-class BatchBuilder:
-    """Sorts raw records into events, rejected and skipped, one chunk at a time.
 
-    The only per-record Python work in a load: parse, check the envelope,
-    compute the event id. Call :meth:`add` with chunks, then :meth:`take` to
-    get the batch as Arrow arrays and start a new one.
+def lines_table(chunks: Sequence[Chunk]) -> tuple[pa.Table, pa.Table]:
+    """Raw lines of some chunks as an Arrow table (raw, source_file, source_line).
+
+    Lines that are not valid UTF-8 cannot be handed to the JSON parser; they
+    come back in the second table as rejected records.
+
+    Returns
+    -------
+    tuple[pyarrow.Table, pyarrow.Table]
+        The lines, one record batch per chunk; and the rejected lines with
+        columns kind, reason, trigger, raw, source_file, source_line.
     """
-
-    def __init__(self, *, max_record_bytes: int = FlattenLimits.max_record_bytes) -> None:
-        self.max_record_bytes = max_record_bytes
-        self._hash_prefixes: dict[tuple[str, str | None], bytes] = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        self.trigger: list[str] = []
-        self.event_id: list[str] = []
-        self.raw: list[bytes] = []
-        self.extra_json: list[str | None] = []
-        self.source_file: list[str] = []
-        self.source_line: list[int] = []
-        self.quarantine: dict[str, list[Any]] = {name: [] for name in ("kind", "reason", "trigger", "raw", "source_file", "source_line")}
-
-    def __len__(self) -> int:
-        return len(self.event_id) + len(self.quarantine["kind"])
-
-    def _set_aside(self, kind: str, reason: str, trigger: str | None, raw: bytes, source_file: str, line: int) -> None:
-        q = self.quarantine
-        q["kind"].append(kind)
-        q["reason"].append(reason)
-        q["trigger"].append(trigger)
-        q["raw"].append(raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"))
-        q["source_file"].append(source_file)
-        q["source_line"].append(line)
-
-    def add(self, chunk: Chunk) -> None:
-        """Parse every record of a chunk and sort it into this batch."""
-        loads, dumps, sort_keys = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
-        decode_error = orjson.JSONDecodeError
-        blake2b, known_keys, triggers = hashlib.blake2b, _KNOWN_DATA_KEYS, TRIGGERS
-        prefixes = self._hash_prefixes
-        source_file = chunk.source_file
-        line_number = chunk.first_line - 1
-        for line in chunk.lines:
-            line_number += 1
-            if not line or line.isspace():
-                continue
-            try:
-                record = loads(line)
-            except decode_error as error:
-                if line.startswith(OVERSIZE_MARKER):
-                    size, _, preview = line[len(OVERSIZE_MARKER):].partition(b"\n")
-                    self._set_aside(
-                        "rejected",
-                        f"record too large: {int(size):,} bytes, over max_record_bytes={self.max_record_bytes:,} "
-                        "(only its first bytes are kept here)",
-                        None, preview, source_file, line_number,
-                    )
-                else:
-                    self._set_aside("rejected", f"invalid JSON: {error}", None, line, source_file, line_number)
-                continue
-            if type(record) is not dict:
-                self._set_aside(
-                    "rejected", f"not a JSON object: got a JSON {_json_kind(record)}", None, line, source_file, line_number
-                )
-                continue
-            trigger = record.get("trigger")
-            data = record.get("data")
-            if type(trigger) is not str:
-                reason = "no trigger" if trigger is None else f"trigger not a string: got a JSON {_json_kind(trigger)}"
-                self._set_aside("rejected", reason, None, line, source_file, line_number)
-                continue
-            if trigger not in triggers:
-                self._set_aside(
-                    "skipped", f"not a campaign trigger: {trigger[:80]!r}", trigger, line, source_file, line_number
-                )
-                continue
-            if type(data) is not dict:
-                reason = "no data object" if data is None else f"no data object: data is a JSON {_json_kind(data)}"
-                self._set_aside("rejected", reason, trigger, line, source_file, line_number)
-                continue
-            version = data.get("templateVersion")
-            if type(version) is str:
+    batches = []
+    bad: dict[str, list[Any]] = {k: [] for k in ("kind", "reason", "trigger", "raw", "source_file", "source_line")}
+    for chunk in chunks:
+        if not chunk.lines:
+            continue
+        binary = pa.array(chunk.lines, pa.binary())
+        try:
+            raw = binary.cast(pa.string())
+        except pa.ArrowInvalid:
+            decoded: list[str | None] = []
+            for offset, line in enumerate(chunk.lines):
                 try:
-                    data["templateVersion"] = int(version)
-                except ValueError:
-                    pass
-            app_id = record.get("appId")
-            prefix = prefixes.get((trigger, app_id)) if type(app_id) is str or app_id is None else None
-            if prefix is None:
-                prefix = b"%s\x1f%s\x1f" % (trigger.encode(), (_text(app_id) or "").encode())
-                if len(prefixes) < 10_000:
-                    prefixes[(trigger, app_id)] = prefix
-            digest = blake2b(prefix, digest_size=16)
-            digest.update(dumps(data, option=sort_keys))
-            self.event_id.append(digest.hexdigest())
-            self.trigger.append(trigger)
-            self.raw.append(line)
-            if data.keys() <= known_keys:
-                self.extra_json.append(None)
-            else:
-                self.extra_json.append(dumps({k: v for k, v in data.items() if k not in known_keys}).decode())
-            self.source_file.append(source_file)
-            self.source_line.append(line_number)
-
-    def take(self) -> tuple[pa.Table, pa.Table]:
-        """The records added so far, as (accepted, quarantined) Arrow tables; the builder starts afresh."""
-        accepted = pa.table(
-            {
-                "trigger": pa.array(self.trigger, pa.string()),
-                "event_id": pa.array(self.event_id, pa.string()),
-                "raw": pa.array(self.raw, pa.binary()).cast(pa.string()),
-                "extra_json": pa.array(self.extra_json, pa.string()),
-                "source_file": pa.array(self.source_file, pa.string()),
-                "source_line": pa.array(self.source_line, pa.int64()),
-            }
+                    decoded.append(line.decode("utf-8"))
+                except UnicodeDecodeError as error:
+                    decoded.append(None)
+                    bad["kind"].append("rejected")
+                    bad["reason"].append(f"invalid UTF-8: {error.reason} at byte {error.start}")
+                    bad["trigger"].append(None)
+                    bad["raw"].append(line.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"))
+                    bad["source_file"].append(chunk.source_file)
+                    bad["source_line"].append(chunk.first_line + offset)
+            raw = pa.array(decoded, pa.string())
+        n = len(chunk.lines)
+        batches.append(
+            pa.record_batch(
+                {
+                    "raw": raw,
+                    "source_file": pa.array([chunk.source_file], pa.string()).take(np.zeros(n, dtype=np.int32)),
+                    "source_line": pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64)),
+                }
+            )
         )
-        q = self.quarantine
-        quarantined = pa.table(
-            {
-                "kind": pa.array(q["kind"], pa.string()),
-                "reason": pa.array(q["reason"], pa.string()),
-                "trigger": pa.array(q["trigger"], pa.string()),
-                "raw": pa.array(q["raw"], pa.string()),
-                "source_file": pa.array(q["source_file"], pa.string()),
-                "source_line": pa.array(q["source_line"], pa.int64()),
-            }
-        )
-        self._reset()
-        return accepted, quarantined
+    lines = pa.Table.from_batches(batches, schema=_LINES_SCHEMA)
+    return lines, pa.table(bad, schema=_SET_ASIDE_SCHEMA)
 
 
-def _json_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if value is None:
-        return "null"
-    return "object"
-
-
-def _text(value: object) -> str | None:
-    if value is None or type(value) is str:
-        return value  # type: ignore[return-value]
-    return orjson.dumps(value).decode()
+_LINES_SCHEMA: Final[pa.Schema] = pa.schema(
+    [("raw", pa.string()), ("source_file", pa.string()), ("source_line", pa.int64())]
+)
+_SET_ASIDE_SCHEMA: Final[pa.Schema] = pa.schema(
+    [QUARANTINE_SCHEMA.field(n) for n in ("kind", "reason", "trigger", "raw", "source_file", "source_line")]
+)
 
 
 def _sql_string(value: str) -> str:
@@ -377,29 +289,67 @@ def _sql_ident(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _stage1_sql() -> str:
-    """The typed extraction of one batch: one JSON parse per record, everything else columnar.
+def _struct_type(kind: str) -> str:
+    return "JSON" if kind in ("list", "json") else "VARCHAR"
 
-    Three layers, so every value is cast once: the parsed fields as text, then
-    typed values, then what depends on them (entity, stage, event_time, the
-    reject reason comparing text and typed value).
+
+def _stage1_sql() -> str:
+    """Classify every line and extract typed fields of the events: two parses per line, the rest columnar.
+
+    Layers: validity and one ``from_json`` into a struct of every known field;
+    the kind of record (event / rejected / skipped / blank) and why; typed
+    values, each cast once; then what depends on them (entity, stage,
+    event_time, a reject reason for typed values that do not parse).
     """
-    struct_fields = []
-    for name, (_, kind) in _DATA_FIELDS.items():
-        struct_fields.append(f'"{name}":"{"JSON" if kind in ("list", "json") else "VARCHAR"}"')
-    passthrough = ["event_id", "trigger", "region", "webhook_id", "extra_json", "source_file", "source_line"]
-    envelope = (
-        '{"appId":"VARCHAR","region":"VARCHAR","webhook":"VARCHAR","data":' + "{" + ",".join(struct_fields) + "}}"
+    data_struct = "{" + ",".join(f'"{name}":"{_struct_type(kind)}"' for name, (_, kind) in _DATA_FIELDS.items()) + "}"
+    envelope = '{"trigger":"JSON","appId":"VARCHAR","region":"VARCHAR","webhook":"VARCHAR","data":' + data_struct + "}"
+    triggers = ", ".join(_sql_string(t) for t in TRIGGERS)
+    known = ", ".join(_sql_string(k) for k in _DATA_FIELDS)
+    ids = ", ".join(f"r.data.{_sql_ident(k)}" for k in ("id", "pushNotificationId", "campaignId", "notificationId"))
+    parsed = (
+        f"SELECT raw, source_file, source_line, ok, CASE WHEN ok THEN from_json(raw, {_sql_string(envelope)}) END AS r "
+        "FROM (SELECT *, json_valid(raw) AS ok FROM lines WHERE raw IS NOT NULL)"
     )
-    typed = [*passthrough, "coalesce(envelope_app_id, \"appId\") AS app_id"]
-    final = [*passthrough, "app_id"]
+    kind = f"""CASE
+        WHEN NOT ok THEN CASE WHEN trim(raw) = '' THEN 'blank' ELSE 'rejected' END
+        WHEN r IS NULL OR r.trigger IS NULL THEN 'rejected'
+        WHEN json_type(r.trigger) <> 'VARCHAR' THEN 'rejected'
+        WHEN (r.trigger ->> '$') NOT IN ({triggers}) THEN 'skipped'
+        WHEN r.data IS NULL THEN 'rejected'
+        WHEN coalesce({ids}) IS NULL AND json_type(raw, '$.data') <> 'OBJECT' THEN 'rejected'
+        ELSE 'event' END"""
+    why = f"""CASE
+        WHEN NOT ok THEN 'invalid JSON'
+        WHEN r IS NULL OR r.trigger IS NULL THEN CASE WHEN json_type(raw) <> 'OBJECT'
+            THEN 'not a JSON object: got a JSON ' || _json_kind(json_type(raw)) ELSE 'no trigger' END
+        WHEN json_type(r.trigger) <> 'VARCHAR' THEN 'trigger not a string: got a JSON ' || _json_kind(json_type(r.trigger))
+        WHEN (r.trigger ->> '$') NOT IN ({triggers}) THEN 'not a campaign trigger: ' || left(r.trigger ->> '$', 80)
+        WHEN r.data IS NULL OR json_type(raw, '$.data') <> 'OBJECT' THEN CASE WHEN json_type(raw, '$.data') IS NULL
+            THEN 'no data object' ELSE 'no data object: data is a JSON ' || _json_kind(json_type(raw, '$.data')) END
+        END"""
+    classified = (
+        f"SELECT raw, source_file, source_line, ok, r, {kind} AS kind FROM ({parsed})"
+    )
+    typed = [
+        "raw", "source_file", "source_line", "kind",
+        f"CASE WHEN kind IN ('rejected', 'skipped') THEN {why} END AS set_aside_reason",
+        "CASE WHEN json_type(r.trigger) = 'VARCHAR' THEN r.trigger ->> '$' END AS trigger",
+        "coalesce(r.appId, r.data.appId) AS app_id", "r.region AS region", "r.webhook AS webhook_id",
+        f"CASE WHEN kind = 'event' THEN list_filter(json_keys(raw, '$.data'), lambda k: NOT list_contains([{known}], k)) "
+        "END AS _unknown",
+    ]
+    final = [
+        "raw", "source_file", "source_line", "kind", "set_aside_reason", "trigger", "app_id", "region", "webhook_id",
+    ]
+    canonical = ["trigger", "app_id"]
     reasons = []
-    for name, (column, kind) in _DATA_FIELDS.items():
-        raw = _sql_ident(name)
-        if kind == "text":
+    for name, (column, kind_) in _DATA_FIELDS.items():
+        raw = f"r.data.{_sql_ident(name)}"
+        if kind_ == "text":
             typed.append(f"{raw} AS {column}")
-        elif kind in ("int32", "int64"):
-            sql_type = "INTEGER" if kind == "int32" else "BIGINT"
+            canonical.append(column)
+        elif kind_ in ("int32", "int64"):
+            sql_type = "INTEGER" if kind_ == "int32" else "BIGINT"
             typed.append(f"{raw} AS _raw_{column}")
             typed.append(
                 f"CASE WHEN TRY_CAST({raw} AS DOUBLE) = floor(TRY_CAST({raw} AS DOUBLE)) "
@@ -409,15 +359,18 @@ def _stage1_sql() -> str:
                 f"CASE WHEN _raw_{column} IS NOT NULL AND {column} IS NULL THEN "
                 f"'not a whole number: {name}=' || left(_raw_{column}, 60) END"
             )
-        elif kind == "list":
+            canonical.append(f"coalesce(CAST({column} AS VARCHAR), _raw_{column})")
+        elif kind_ == "list":
+            typed.append(f"CAST({raw} AS VARCHAR) AS _json_{column}")
             typed.append(
                 f"CASE WHEN {raw} IS NULL THEN NULL ELSE CASE json_type({raw}) "
                 f"WHEN 'ARRAY' THEN from_json({raw}, '[\"VARCHAR\"]') WHEN 'NULL' THEN NULL "
                 f"WHEN 'VARCHAR' THEN [{raw} ->> '$'] ELSE [CAST({raw} AS VARCHAR)] END END AS {column}"
             )
-        elif kind == "json":
+            canonical.append(f"_json_{column}")
+        elif kind_ == "json":
             typed.append(f"CASE WHEN json_type({raw}) <> 'NULL' THEN CAST({raw} AS VARCHAR) END AS {column}")
-        elif kind == "timestamp":
+        elif kind_ == "timestamp":
             typed.append(f"{raw} AS _raw_{column}")
             typed.append(f"_ts_ms({raw}) AS {column}")
             reasons.append(
@@ -425,6 +378,7 @@ def _stage1_sql() -> str:
                 f"'unparseable timestamp: {name}=' || left(_raw_{column}, 60) || "
                 "' (epoch seconds or ms, or ISO 8601, 1970-2199)' END"
             )
+            canonical.append(f"_raw_{column}")
         final.append(column)
     event_time = ["CASE trigger"]
     missing = ["CASE trigger"]
@@ -439,15 +393,52 @@ def _stage1_sql() -> str:
     missing.append("END")
     entity = "CASE trigger " + " ".join(f"WHEN '{t.name}' THEN '{t.entity}'" for t in TRIGGERS.values()) + " END"
     stage = "CASE trigger " + " ".join(f"WHEN '{t.name}' THEN '{t.stage}'" for t in TRIGGERS.values()) + " END"
-    final += [f"{entity} AS entity", f"{stage} AS stage", "event_time"]
     reasons.append(f"CASE WHEN event_time IS NULL THEN {' '.join(missing)} END")
-    final.append(f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '') AS reject_reason")
-    parsed = (
-        "SELECT * EXCLUDE (r), r.appId AS envelope_app_id, r.region AS region, r.webhook AS webhook_id, unnest(r.data) "
-        f"FROM (SELECT *, from_json(raw, {_sql_string(envelope)}) AS r FROM batch)"
-    )
-    with_time = f"SELECT *, {' '.join(event_time)} AS event_time FROM (SELECT {', '.join(typed)} FROM ({parsed}))"
+    final += [
+        f"{entity} AS entity",
+        f"{stage} AS stage",
+        "event_time",
+        f"concat_ws(chr(31), {', '.join(f'coalesce({c}, chr(29))' for c in canonical)}) AS canonical_core",
+        # Unknown fields of data, kept so nothing is lost (keys sorted, values verbatim).
+        f"""CASE WHEN len(_unknown) > 0 THEN '{{' || array_to_string(list_transform(list_sort(_unknown),
+            lambda k: to_json(k) || ':' || json_extract(raw, '/data/' || replace(replace(k, '~', '~0'), '/', '~1'))),
+            ',') || '}}' END AS extra_json""",
+        "CASE WHEN kind = 'event' THEN "
+        f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '') END AS typed_reason",
+    ]
+    with_time = f"SELECT *, {' '.join(event_time)} AS event_time FROM (SELECT {', '.join(typed)} FROM ({classified}))"
     return f"SELECT {', '.join(final)} FROM ({with_time})"
+
+
+def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
+    """One query for a whole batch: classification, typed fields, user columns and the event id."""
+    core = []
+    for column in CORE_SCHEMA.names:
+        if column == "event_id":
+            parts = ", ".join(["canonical_core", variables.canonical, metadata.canonical, content.canonical, "extra_json"])
+            core.append(f"CASE WHEN kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id")
+        elif column == "item_id":
+            core.append(
+                "CASE entity WHEN 'feed_item' THEN coalesce(id, push_notification_id) "
+                "WHEN 'push_notification' THEN coalesce(push_notification_id, id) END AS item_id"
+            )
+        elif column == "category":
+            core.append("coalesce(template_category, data_category) AS category")
+        elif column == "event_date":
+            core.append("CAST(epoch_ms(event_time) AS DATE) AS event_date")
+        else:
+            core.append(column)
+    select = (
+        core + variables.columns + metadata.columns + list(RAW_JSON_COLUMNS.names) + ["source_file", "source_line"]
+        + [
+            "CASE WHEN kind = 'event' AND typed_reason IS NULL THEN 'event' "
+            "WHEN kind = 'event' THEN 'rejected' ELSE kind END AS _kind",
+            "coalesce(set_aside_reason, typed_reason) AS _reason",
+            "CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN rtrim(raw, chr(13) || chr(10)) END AS _raw",
+        ]
+    )
+    inner = "".join(f", {expression}" for expression in variables.inner + metadata.inner + content.inner)
+    return f"SELECT {', '.join(select)} FROM (SELECT *{inner} FROM ({_STAGE1_SQL}))"
 
 
 _MACROS: Final[tuple[str, ...]] = (
@@ -459,13 +450,20 @@ _MACROS: Final[tuple[str, ...]] = (
     "CREATE OR REPLACE TEMP MACRO _ts_ms(t) AS _epoch_ms_in_range(CASE "
     "WHEN TRY_CAST(t AS DOUBLE) IS NOT NULL THEN _number_to_ms(TRY_CAST(t AS DOUBLE)) "
     "ELSE epoch_ms(TRY_CAST(t AS TIMESTAMPTZ)) END)",
+    "CREATE OR REPLACE TEMP MACRO _json_kind(t) AS CASE t WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' "
+    "WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' ELSE 'number' END",
 )
 _STAGE1_SQL: Final[str] = _stage1_sql()
+# The shapes of the user objects in a batch, to know which leaves become columns.
+_STRUCTURES_SQL: Final[str] = (
+    "SELECT DISTINCT json_structure(v[1]), json_structure(v[2]), json_structure(v[3]) FROM "
+    "(SELECT json_extract(raw, ['/data/variables', '/data/metadata', '/data/content']) AS v "
+    "FROM lines WHERE json_valid(raw) AND json_type(raw) = 'OBJECT')"
+)
 
 
 def connect(*, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-process DuckDB connection set up for flattening (UTC, macros)."""
-    # Without the ICU extension DuckDB keeps TIMESTAMPTZ in UTC, which is what the table wants.
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     if threads:
@@ -477,38 +475,139 @@ def connect(*, threads: int | None = None, memory_limit: str | None = None) -> d
     return con
 
 
-def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], bool]]:
-    """(path, ambiguous) of every leaf of a DuckDB json_structure; ambiguous leaves may hold objects."""
+def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+    """(path, what) of every leaf of a DuckDB json_structure.
+
+    what: "leaf"; "maybe-object" (a leaf that may hold an empty or mixed
+    object); "cut" (an object at max_depth: not flattened, hashed as text).
+    """
     for key, value in structure.items():
         here = (*path, key)
         if isinstance(value, dict) and value:
             if len(here) < max_depth:
                 yield from _leaf_paths(value, max_depth, here)
             else:
-                yield here, None  # type: ignore[misc]  # too deep: marks the cut
+                yield here, "cut"
         else:
-            yield here, value == "JSON"
+            yield here, "maybe-object" if value == "JSON" else "leaf"
 
 
 def _json_pointer(path: Sequence[str]) -> str:
     return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in path)
 
 
+@dataclass(slots=True)
+class _Leaves:
+    """The SQL that flattens one user object of a batch."""
+
+    inner: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    canonical: str = "NULL"
+    too_deep: int = 0
+
+
+def _leaves_sql(
+    structures: Iterable[str | None],
+    source: str,
+    prefix: str | None,
+    limits: FlattenLimits,
+    user_columns: dict[str, str],
+    capped: set[str],
+) -> _Leaves:
+    """Extraction of every leaf of the JSON column `source` (columns only when prefix is given)."""
+    out = _Leaves()
+    leaves: dict[tuple[str, ...], str] = {}
+    for text in structures:
+        structure = orjson.loads(text) if text else None
+        if not isinstance(structure, dict):
+            continue
+        for path, what in _leaf_paths(structure, limits.max_depth):
+            if leaves.get(path) in (None, "leaf"):
+                leaves[path] = what
+    not_object = f"CASE WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
+    if not leaves:
+        out.canonical = not_object
+        return out
+    interior = {path[:i] for path in leaves for i in range(1, len(path))}
+    paths = sorted(leaves)
+    pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
+    tag = re.sub(r"\W", "_", source)
+    out.inner.append(f"json_extract_string({source}, [{pointers}]) AS _{tag}_values")
+    masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
+    if any(masked):
+        out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
+    values = [
+        f"CASE WHEN _{tag}_types[{i}] <> 'OBJECT' THEN _{tag}_values[{i}] END" if m else f"_{tag}_values[{i}]"
+        for i, m in enumerate(masked, start=1)
+    ]
+    pairs = [f"{_sql_string(_json_pointer(p) + '=')} || {v}" for p, v in zip(paths, values)]
+    out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}))"
+    if prefix is None:
+        return out
+    by_column: dict[str, list[str]] = {}
+    for path, value in zip(paths, values):
+        if leaves[path] == "cut":
+            out.too_deep += 1
+            continue
+        name = user_column_name(prefix, path)
+        known = user_columns.get(name.lower())
+        if known is None:
+            if len(user_columns) >= limits.max_user_columns:
+                capped.add(name)
+                continue
+            user_columns[name.lower()] = known = name
+        by_column.setdefault(known, []).append(value)
+    for name, parts in sorted(by_column.items()):
+        expression = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+        out.columns.append(f"{expression} AS {_sql_ident(name)}")
+    return out
+
+
+_INVALID_JSON: Final[str] = "invalid JSON"
+
+
+def _explain_invalid(quarantine: pa.Table, max_record_bytes: int) -> pa.Table:
+    """Name what is wrong with each invalid-JSON record (the per-record fallback)."""
+    reasons = quarantine.column("reason").to_pylist()
+    if _INVALID_JSON not in reasons:
+        return quarantine
+    raws = quarantine.column("raw").to_pylist()
+    for i, (reason, raw) in enumerate(zip(reasons, raws)):
+        if reason != _INVALID_JSON:
+            continue
+        if raw.startswith(OVERSIZE_MARKER.decode()):
+            size, _, preview = raw[len(OVERSIZE_MARKER):].partition("\n")
+            reasons[i] = (
+                f"record too large: {int(size):,} bytes, over max_record_bytes={max_record_bytes:,} "
+                "(only its first bytes are kept here)"
+            )
+            raws[i] = preview
+            continue
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            reasons[i] = f"invalid JSON: {error}"
+        else:
+            reasons[i] = "invalid JSON: not accepted by the strict parser"
+    quarantine = quarantine.set_column(quarantine.schema.get_field_index("reason"), "reason", pa.array(reasons, pa.string()))
+    return quarantine.set_column(quarantine.schema.get_field_index("raw"), "raw", pa.array(raws, pa.string()))
+
+
 def flatten_batch(
     con: duckdb.DuckDBPyConnection,
-    accepted: pa.Table,
+    lines: pa.Table,
     *,
     limits: FlattenLimits = FlattenLimits(),
     user_columns: dict[str, str] | None = None,
 ) -> FlatBatch:
-    """Flatten one batch of accepted records into event rows.
+    """Flatten one batch of raw lines into event rows and set-aside records.
 
     Parameters
     ----------
     con
         A connection from :func:`connect`.
-    accepted
-        The accepted records of a :class:`BatchBuilder`.
+    lines
+        Raw lines from :func:`lines_table`.
     limits
         Depth and width caps for user-defined objects.
     user_columns
@@ -519,89 +618,51 @@ def flatten_batch(
     Returns
     -------
     FlatBatch
-        Event rows with the core columns, the user columns and the raw JSON
-        columns; records whose typed values are wrong go to ``quarantine``.
+        Event rows (duplicates not yet removed: that is the store's job) with
+        the core columns, the user columns and the raw JSON columns; rejected
+        and skipped records with their reasons.
+
+    Examples
+    --------
+    >>> from campaign_analytics.sources import Chunk
+    >>> line = b'{"trigger": "after_feed_item_read", "appId": "a1", "data": {"id": "f1", "readAt": 1780004500, "variables": {"cart": {"items": 2}}}}'
+    >>> lines, _ = lines_table([Chunk("example.ndjson", 1, [line, b"[1, 2]"])])
+    >>> flat = flatten_batch(connect(), lines)
+    >>> flat.events.column("variables__cart__items").to_pylist(), flat.quarantine.column("reason").to_pylist()
+    (['2'], ['not a JSON object: got a JSON array'])
     """
     if user_columns is None:
         user_columns = {}
-    con.register("batch", accepted)
+    con.register("lines", lines)
     try:
-        stage1 = con.sql(_STAGE1_SQL).to_arrow_table()
-        con.register("stage1", stage1)
-        quarantine = con.sql(
-            "SELECT 'rejected' AS kind, s.reject_reason AS reason, s.trigger, b.raw, s.source_file, s.source_line "
-            "FROM stage1 s JOIN batch b ON s.source_file = b.source_file AND s.source_line = b.source_line "
-            "WHERE s.reject_reason IS NOT NULL ORDER BY s.source_file, s.source_line"
-        ).to_arrow_table()
-        columns: list[str] = []
-        inner: list[str] = []
+        structures = con.sql(_STRUCTURES_SQL).fetchall()
         capped: set[str] = set()
-        too_deep = 0
-        for prefix in USER_PREFIXES:
-            source = f"{prefix}_json"
-            structures = con.sql(
-                f"SELECT DISTINCT json_structure({source}) FROM stage1 "
-                f"WHERE reject_reason IS NULL AND json_type({source}) = 'OBJECT'"
-            ).fetchall()
-            leaves: dict[tuple[str, ...], bool] = {}
-            for (text,) in structures:
-                for path, ambiguous in _leaf_paths(orjson.loads(text), limits.max_depth):
-                    if ambiguous is None:
-                        too_deep += 1
-                        continue
-                    leaves[path] = leaves.get(path, False) or ambiguous
-            interior = {path[:i] for path in leaves for i in range(1, len(path))}
-            by_column: dict[str, list[tuple[int, bool]]] = {}
-            paths = sorted(leaves)
-            for index, path in enumerate(paths, start=1):
-                name = user_column_name(prefix, path)
-                known = user_columns.get(name.lower())
-                if known is None:
-                    if len(user_columns) >= limits.max_user_columns:
-                        capped.add(name)
-                        continue
-                    user_columns[name.lower()] = known = name
-                by_column.setdefault(known, []).append((index, leaves[path] or path in interior))
-            if not by_column:
-                continue
-            pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
-            inner.append(f"json_extract_string({source}, [{pointers}]) AS _{prefix}_values")
-            if any(ambiguous for parts in by_column.values() for _, ambiguous in parts):
-                inner.append(f"json_type({source}, [{pointers}]) AS _{prefix}_types")
-            for name, parts in sorted(by_column.items()):
-                values = [
-                    f"CASE WHEN _{prefix}_types[{i}] <> 'OBJECT' THEN _{prefix}_values[{i}] END"
-                    if ambiguous
-                    else f"_{prefix}_values[{i}]"
-                    for i, ambiguous in parts
-                ]
-                expression = values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
-                columns.append(f"{expression} AS {_sql_ident(name)}")
-        events = con.sql(_stage2_sql(inner, columns)).to_arrow_table()
+        variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
+        metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
+        content = _leaves_sql((row[2] for row in structures), "content_json", None, limits, user_columns, capped)
+        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
     finally:
-        con.unregister("batch")
-        con.unregister("stage1")
-    return FlatBatch(events=_typed(events), quarantine=quarantine, capped_keys=capped, too_deep=too_deep)
-
-
-def _stage2_sql(inner: list[str], user_columns: list[str]) -> str:
-    core = []
-    for column in CORE_SCHEMA.names:
-        if column == "item_id":
-            core.append(
-                "CASE entity WHEN 'feed_item' THEN coalesce(id, push_notification_id) "
-                "WHEN 'push_notification' THEN coalesce(push_notification_id, id) END AS item_id"
-            )
-        elif column == "category":
-            core.append("coalesce(template_category, data_category) AS category")
-        elif column == "event_date":
-            core.append("CAST(epoch_ms(event_time) AS DATE) AS event_date")
-        else:
-            core.append(column)
-    select = core + user_columns + list(RAW_JSON_COLUMNS.names) + ["source_file", "source_line"]
-    extra = "".join(f", {expression}" for expression in inner)
-    return (
-        f"SELECT {', '.join(select)} FROM (SELECT *{extra} FROM stage1 WHERE reject_reason IS NULL)"
+        con.unregister("lines")
+    kinds = out.column("_kind")
+    events = out.filter(pc.equal(kinds, "event")).drop_columns(["_kind", "_reason", "_raw"])
+    set_aside = out.filter(pc.is_in(kinds, pa.array(["rejected", "skipped"])))
+    quarantine = pa.table(
+        {
+            "kind": set_aside.column("_kind"),
+            "reason": set_aside.column("_reason"),
+            "trigger": set_aside.column("trigger"),
+            "raw": set_aside.column("_raw"),
+            "source_file": set_aside.column("source_file"),
+            "source_line": set_aside.column("source_line"),
+        }
+    )
+    quarantine = _explain_invalid(quarantine, limits.max_record_bytes)
+    return FlatBatch(
+        events=_typed(events),
+        quarantine=quarantine.cast(_SET_ASIDE_SCHEMA),
+        records=out.num_rows - pc.sum(pc.equal(kinds, "blank")).as_py() if out.num_rows else 0,
+        capped_keys=capped,
+        too_deep=variables.too_deep + metadata.too_deep,
     )
 
 

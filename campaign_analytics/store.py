@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,13 +43,13 @@ from .flatten import (
     QUARANTINE_SCHEMA,
     RAW_JSON_COLUMNS,
     USER_PREFIXES,
-    BatchBuilder,
     FlatBatch,
     FlattenLimits,
     connect,
     flatten_batch,
+    lines_table,
 )
-from .sources import PayloadFile, find_files, read_chunks
+from .sources import Chunk, PayloadFile, find_files, read_chunks
 
 __all__ = [
     "LoadSummary",
@@ -321,37 +322,23 @@ class _Deduplicator:
         return events.take(pc.take(rids, pc.sort_indices(rids)))
 
 
-def _flat_batches(
-    files: Sequence[PayloadFile],
-    con: duckdb.DuckDBPyConnection,
-    limits: FlattenLimits,
-    user_columns: dict[str, str],
-    *,
-    batch_records: int,
-    progress: Any,
-) -> Iterator[tuple[FlatBatch, pa.Table, int]]:
-    """(flattened batch, set-aside records, records read) for each batch of the files."""
-    builder = BatchBuilder(max_record_bytes=limits.max_record_bytes)
-    read = 0
-
-    def flush() -> tuple[FlatBatch, pa.Table, int]:
-        nonlocal read
-        accepted, quarantined = builder.take()
-        count, read = read, 0
-        flat = flatten_batch(con, accepted, limits=limits, user_columns=user_columns)
-        return flat, quarantined, count
-
+def _line_batches(
+    files: Sequence[PayloadFile], limits: FlattenLimits, *, batch_records: int, progress: Any
+) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(lines, set-aside lines) for each batch of about batch_records lines of the files."""
+    pending: list[Chunk] = []
+    size = 0
     for file in files:
-        for chunk in read_chunks(file, chunk_records=min(batch_records, 65_536), max_record_bytes=limits.max_record_bytes):
-            before = len(builder)
-            builder.add(chunk)
-            read += len(builder) - before
-            if len(builder) >= batch_records:
-                yield flush()
+        for chunk in read_chunks(file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes):
+            pending.append(chunk)
+            size += len(chunk.lines)
+            if size >= batch_records:
+                yield lines_table(pending)
+                pending, size = [], 0
         if progress is not None:
             progress.update(file.size)
-    if len(builder):
-        yield flush()
+    if pending:
+        yield lines_table(pending)
 
 
 def _user_column_map(schema_names: Iterable[str]) -> dict[str, str]:
@@ -546,11 +533,19 @@ def _run(
     on_quarantine: Any,
     ingested_at: dt.datetime,
 ) -> None:
-    """Read, flatten and deduplicate the files, counting into summary and handing rows on."""
+    """Read, flatten and deduplicate the files, counting into summary and handing rows on.
+
+    Two stages overlap: this thread parses batch k+1 (Python, holds the GIL)
+    while a worker flattens, deduplicates and writes batch k (DuckDB and
+    Parquet, which release it). At most one batch waits between them, so
+    memory stays bounded by about two batches.
+    """
     reasons: Counter[str] = Counter()
     capped: set[str] = set()
-    for flat, set_aside, read in _flat_batches(files, con, limits, user_columns, batch_records=batch_records, progress=progress):
-        summary.records += read
+
+    def process(lines: pa.Table, set_aside: pa.Table) -> None:
+        flat = flatten_batch(con, lines, limits=limits, user_columns=user_columns)
+        summary.records += flat.records + set_aside.num_rows
         fresh = deduplicator.new_rows(flat.events)
         summary.written += fresh.num_rows
         summary.duplicates += flat.events.num_rows - fresh.num_rows
@@ -563,8 +558,17 @@ def _run(
             summary.skipped += kinds.get("skipped", 0)
             reasons.update(_reason_key(r) for r in quarantined.column("reason").to_pylist())
             on_quarantine(quarantined)
-        capped |= flat.capped_keys
+        capped.update(flat.capped_keys)
         summary.too_deep += flat.too_deep
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-load") as worker:
+        pending: Future[None] | None = None
+        for batch in _line_batches(files, limits, batch_records=batch_records, progress=progress):
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(process, *batch)
+        if pending is not None:
+            pending.result()
     summary.reject_reasons = dict(reasons)
     summary.capped_keys = sorted(capped)
 
