@@ -30,6 +30,7 @@ from .store import (
     read_loads,
     read_rejected,
     read_skipped,
+    vacuum,
 )
 from .triggers import TRIGGERS
 
@@ -52,4 +53,5 @@ __all__ = [
     "read_loads",
     "read_rejected",
     "read_skipped",
+    "vacuum",
 ]

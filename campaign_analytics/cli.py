@@ -81,6 +81,20 @@ def _loads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vacuum(args: argparse.Namespace) -> int:
+    from .store import vacuum
+
+    files = vacuum(args.table, dry_run=not args.apply, min_age_hours=args.min_age_hours)
+    if args.json:
+        _print_json({"dry_run": not args.apply, "files": files})
+    else:
+        verb = "removed" if args.apply else "would remove (dry run; --apply to delete)"
+        print(f"{verb} {len(files)} file(s) no commit refers to")
+        for path in files:
+            print(f"  {path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="campaign-analytics",
@@ -103,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     loads.add_argument("--files", action="store_true", help="one row per loaded file")
     loads.add_argument("--json", action="store_true")
     loads.set_defaults(run=_loads)
+
+    vacuum = commands.add_parser("vacuum", help="list (or --apply: delete) files left by loads that never committed")
+    vacuum.add_argument("--table", required=True)
+    vacuum.add_argument("--apply", action="store_true", help="delete the files (default: only list them)")
+    vacuum.add_argument("--min-age-hours", type=float, default=1.0, help="leave files younger than this")
+    vacuum.add_argument("--json", action="store_true")
+    vacuum.set_defaults(run=_vacuum)
 
     simulate = commands.add_parser("simulate", help="write realistic synthetic payload files")
     simulate.add_argument("out_dir", metavar="OUTDIR")

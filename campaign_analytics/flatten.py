@@ -457,8 +457,7 @@ _STAGE1_SQL: Final[str] = _stage1_sql()
 # The shapes of the user objects in a batch, to know which leaves become columns.
 _STRUCTURES_SQL: Final[str] = (
     "SELECT DISTINCT json_structure(v[1]), json_structure(v[2]), json_structure(v[3]) FROM "
-    "(SELECT json_extract(raw, ['/data/variables', '/data/metadata', '/data/content']) AS v "
-    "FROM lines WHERE json_valid(raw) AND json_type(raw) = 'OBJECT')"
+    "(SELECT try(json_extract(raw, ['/data/variables', '/data/metadata', '/data/content'])) AS v FROM lines)"
 )
 
 
@@ -492,6 +491,53 @@ def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> I
             yield here, "maybe-object" if value == "JSON" else "leaf"
 
 
+def _load_structure(text: str, max_depth: int) -> Any:
+    """Parse a json_structure text; anything nested past max_depth + 1 is replaced by "JSON" first.
+
+    A hostile payload can nest thousands of levels deep; the parser refuses
+    that, and nothing that deep becomes a column anyway.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    out: list[str] = []
+    depth = 0
+    skip_from: int | None = None
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if skip_from is None:
+                out.append(char)
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+            if skip_from is None:
+                out.append(char)
+        elif char in "[{":
+            depth += 1
+            if skip_from is None and depth > max_depth + 1:
+                skip_from = depth
+                out.append('"JSON"')
+            elif skip_from is None:
+                out.append(char)
+        elif char in "]}":
+            if skip_from is None:
+                out.append(char)
+            elif depth == skip_from:
+                skip_from = None
+            depth -= 1
+        elif skip_from is None:
+            out.append(char)
+    return orjson.loads("".join(out))
+
+
 def _json_pointer(path: Sequence[str]) -> str:
     return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in path)
 
@@ -518,7 +564,7 @@ def _leaves_sql(
     out = _Leaves()
     leaves: dict[tuple[str, ...], str] = {}
     for text in structures:
-        structure = orjson.loads(text) if text else None
+        structure = _load_structure(text, limits.max_depth) if text else None
         if not isinstance(structure, dict):
             continue
         for path, what in _leaf_paths(structure, limits.max_depth):

@@ -17,7 +17,6 @@ aggregation, written once as an Ibis expression:
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final
 
@@ -25,7 +24,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
 
-from campaign_analytics.backends import EVENT_COLUMNS, events_table
+from campaign_analytics.backends import EVENT_COLUMNS, backend_name, epoch_milliseconds, events_table
 from campaign_analytics.errors import TableError
 
 __all__ = [
@@ -85,10 +84,14 @@ _USER_PREFIXES: Final[tuple[str, ...]] = ("variables__", "metadata__")
 # arg_min/arg_max aggregates instead of sorting each item's events:
 #   milliseconds since 2020-01-01 (signed, 42 bits: until 2159) << 21
 #   | stage rank << 18 | (hash(event_id) mod 2**18)
-_ORIGIN: Final = datetime(2020, 1, 1, tzinfo=timezone.utc)
+_ORIGIN_MS: Final[int] = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 _RANK_SHIFT: Final[int] = 2**18
 _TIME_SHIFT: Final[int] = 2**21
 _NO_TIME_MS: Final[int] = 2**41
+
+# Backends whose arg_min/arg_max skip rows where the value is null (Spark's
+# min_by does not: there the key is nulled where the value is).
+_SKIPS_NULL_VALUES: Final[frozenset[str]] = frozenset({"duckdb"})
 
 
 def user_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
@@ -186,15 +189,19 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
     if "item_id" not in events.columns:
         raise TableError("the events table has no item_id column, so it holds no items")
     events = events.filter(events.entity.isin(ITEM_ENTITIES))
-    first, last = _event_order_keys(events)
+    backend = backend_name(events)
+    first, last = _event_order_keys(events, backend)
     events = events.mutate(_first=first, _last=last)
     e = events
 
     def earliest_with_value(column: str) -> ibis.Value:
         value = e[column]
-        present = value.notnull()
         if value.type().is_array():
-            present = present & (value.length() > 0)
+            present = value.notnull() & (value.length() > 0)
+        elif backend in _SKIPS_NULL_VALUES:
+            return _min_by(value, e._first)
+        else:
+            present = value.notnull()
         return _min_by(value, ibis.ifelse(present, e._first, ibis.null(dt.int64)))
 
     users = user_columns(e.columns)
@@ -205,7 +212,12 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
     aggregated = e.group_by(["entity", "item_id"]).aggregate(
         channel_type=earliest_with_value("channel_type"),
         **{column: earliest_with_value(column) for column in (*DIMENSION_COLUMNS, *users)},
-        status=_max_by(e.status, ibis.ifelse(e.status.notnull(), e._last, ibis.null(dt.int64))),
+        status=_max_by(
+            e.status,
+            e._last
+            if backend in _SKIPS_NULL_VALUES
+            else ibis.ifelse(e.status.notnull(), e._last, ibis.null(dt.int64)),
+        ),
         sent_at=e.sent_at.min(),
         delivered_at=e.delivered_at.min(),
         read_at=e.read_at.min(),
@@ -213,7 +225,9 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         clicked_at=e.clicked_at.min(),
         failed_at=e.failed_at.min(),
         **{f"_{stage}_event": reached for stage, reached in stage_reached.items()},
-        interaction_count=e.event_id.nunique(where=e.stage == "interacted"),
+        # The events table holds each event once, so a plain count is a
+        # distinct count (COUNT DISTINCT would cost a second aggregation).
+        interaction_count=e.stage.count(where=e.stage == "interacted"),
     )
     a = aggregated
     read = a.read_at.notnull() | a._read_event
@@ -230,10 +244,10 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         clicked=clicked,
         delivered_implied=a.delivered_at.isnull() & later_stage,
         delivered_on_read=(a.delivered_at == a.read_at).fill_null(False),
-        time_to_delivery_s=_seconds_between(a.sent_at, a.delivered_at),
-        time_to_read_s=_seconds_between(a.sent_at, a.read_at),
-        time_to_interact_s=_seconds_between(a.sent_at, a.interacted_at),
-        time_to_click_s=_seconds_between(a.sent_at, a.clicked_at),
+        time_to_delivery_s=_seconds_between(a.sent_at, a.delivered_at, backend),
+        time_to_read_s=_seconds_between(a.sent_at, a.read_at, backend),
+        time_to_interact_s=_seconds_between(a.sent_at, a.interacted_at, backend),
+        time_to_click_s=_seconds_between(a.sent_at, a.clicked_at, backend),
     )
     return result.select(
         "channel_type",
@@ -265,7 +279,7 @@ def _with_contract_columns(events: ibis.Table) -> ibis.Table:
     return events.mutate(**missing) if missing else events
 
 
-def _event_order_keys(events: ibis.Table) -> tuple[ibis.Value, ibis.Value]:
+def _event_order_keys(events: ibis.Table, backend: str) -> tuple[ibis.Value, ibis.Value]:
     """int64 keys ordering events as :data:`EVENT_ORDER` describes.
 
     Returns the key for "earliest" (untimed events last) and the key for
@@ -275,14 +289,15 @@ def _event_order_keys(events: ibis.Table) -> tuple[ibis.Value, ibis.Value]:
     # ops.Hash is int64 on DuckDB, int32 on Spark: widen before abs().
     tie = events.event_id.hash().cast(dt.int64).abs() % _RANK_SHIFT
     within_ms = rank * _RANK_SHIFT + tie
-    ms = events.event_time.delta(ibis.literal(_ORIGIN), unit="millisecond").cast(dt.int64)
+    ms = epoch_milliseconds(events.event_time, backend=backend) - _ORIGIN_MS
     first = ms.fill_null(_NO_TIME_MS) * _TIME_SHIFT + within_ms
     last = ms.fill_null(-_NO_TIME_MS) * _TIME_SHIFT + within_ms
     return first, last
 
 
-def _seconds_between(start: ibis.Value, end: ibis.Value) -> ibis.Value:
-    return end.delta(start, unit="millisecond").cast(dt.float64) / 1000.0
+def _seconds_between(start: ibis.Value, end: ibis.Value, backend: str) -> ibis.Value:
+    milliseconds = epoch_milliseconds(end, backend=backend) - epoch_milliseconds(start, backend=backend)
+    return milliseconds.cast(dt.float64) / 1000.0
 
 
 @functools.cache

@@ -13,7 +13,9 @@ at all; quarantine rows of a load that never committed are not shown.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import sys
@@ -60,6 +62,7 @@ __all__ = [
     "read_skipped",
     "read_loads",
     "events_dataset",
+    "vacuum",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -67,6 +70,7 @@ Sources = PathLike | Iterable[PathLike]
 
 PARTITION_COLUMN: Final[str] = "event_date"
 QUARANTINE_DIR: Final[str] = "_quarantine"
+_LOCK_FILE: Final[str] = "_commit.lock"
 _LEDGER_KEY: Final[str] = "campaign_analytics.load"
 _PARQUET_COMPRESSION: Final[str] = "zstd"
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
@@ -174,7 +178,7 @@ def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
     if not os.path.isdir(path):
         raise TableError(f"{path!r} is a file, not a table directory. Choose another --table path.")
     if not os.path.isdir(os.path.join(path, "_delta_log")):
-        if not must_exist and not os.listdir(path):
+        if not must_exist and _only_our_files(path):
             return None
         raise TableError(
             f"{path!r} exists but is not a Delta table (no _delta_log). Refusing to write into it: "
@@ -188,6 +192,13 @@ def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
     if "event_id" not in names or PARTITION_COLUMN not in names:
         raise TableError(f"{path!r} is a Delta table but not a campaign events table (no event_id / event_date).")
     return table
+
+
+def _only_our_files(path: str) -> bool:
+    """True for an empty directory, or one holding only what a load writes before its first commit."""
+    return all(
+        name in (QUARANTINE_DIR, _LOCK_FILE) or name.startswith(PARTITION_COLUMN + "=") for name in os.listdir(path)
+    )
 
 
 def _ledger(table: DeltaTable | None) -> list[dict[str, Any]]:
@@ -399,6 +410,66 @@ def _commit(
     raise TableError(f"Could not commit to {uri!r} after 20 attempts: other writers keep changing it. Try again.")
 
 
+@contextlib.contextmanager
+def _commit_lock(uri: str) -> Iterator[None]:
+    """Serialise the commit step of loads into one table (the reading and writing before it runs in parallel)."""
+    os.makedirs(uri, exist_ok=True)
+    with open(os.path.join(uri, _LOCK_FILE), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _drop_concurrent_duplicates(
+    uri: str, start_files: set[str], adds: list[AddAction], con: duckdb.DuckDBPyConnection, summary: LoadSummary
+) -> list[AddAction]:
+    """Rewrite this load's files without the events that loads committed after it started already hold."""
+    current = _open_table(uri, must_exist=False)
+    if current is None or not adds:
+        return adds
+    days = sorted({a.partition_values[PARTITION_COLUMN] for a in adds})
+    newer = sorted(set(current.file_uris(partition_filters=[(PARTITION_COLUMN, "in", days)])) - start_files)
+    if not newer:
+        return adds
+    ours = [os.path.join(uri, a.path) for a in adds]
+    clashes = con.sql(
+        "SELECT DISTINCT o.event_id FROM read_parquet(?) o SEMI JOIN read_parquet(?) n ON o.event_id = n.event_id",
+        params=[ours, newer],
+    ).to_arrow_table()
+    if clashes.num_rows == 0:
+        return adds
+    clash_ids = clashes.column("event_id")
+    kept: list[AddAction] = []
+    for add in adds:
+        path = os.path.join(uri, add.path)
+        table = pq.read_table(path)
+        keep = pc.invert(pc.is_in(table.column("event_id"), value_set=clash_ids))
+        remaining = table.filter(keep)
+        dropped = table.num_rows - remaining.num_rows
+        if dropped == 0:
+            kept.append(add)
+            continue
+        summary.written -= dropped
+        summary.duplicates += dropped
+        if remaining.num_rows:
+            new_path = add.path.replace(".parquet", "-r.parquet")
+            pq.write_table(remaining, os.path.join(uri, new_path), compression=_PARQUET_COMPRESSION)
+            kept.append(
+                AddAction(
+                    path=new_path,
+                    size=os.path.getsize(os.path.join(uri, new_path)),
+                    partition_values=add.partition_values,
+                    modification_time=int(time.time() * 1000),
+                    data_change=True,
+                    stats=json.dumps({"numRecords": remaining.num_rows}),
+                )
+            )
+        os.remove(path)
+    return kept
+
+
 def ingest(
     sources: Sources,
     table: PathLike,
@@ -478,6 +549,8 @@ def ingest(
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
     columns_seen: dict[str, pa.Field] = {}
+    start_files = set(delta.file_uris()) if delta is not None else set()
+    done = False
     bar = _progress_bar(sum(f.size for f in to_read), progress)
 
     def write_events(fresh: pa.Table) -> None:
@@ -495,22 +568,29 @@ def ingest(
         quarantine_adds = quarantine_writer.close()
         event_adds = events_writer.close()
         summary.new_columns = sorted(set(user_columns.values()) - known_before)
-        if quarantine_adds:
-            quarantine_table = _open_quarantine(quarantine_root)
-            _commit(quarantine_root, quarantine_table, quarantine_adds, QUARANTINE_SCHEMA, [], {_LEDGER_KEY + ".quarantine": load_id})
-        finished = _now()
-        summary.finished_at = finished.isoformat()
-        summary.seconds = round((finished - started).total_seconds(), 3)
-        schema = _table_schema(existing_names, columns_seen, delta)
-        ledger = summary.to_dict(with_files=True)
-        ledger["file_list"] = ledger.pop("file_details")
-        ledger.pop("version")
-        committed = _commit(uri, delta, event_adds, schema, [PARTITION_COLUMN], {_LEDGER_KEY: json.dumps(ledger)})
+        with _commit_lock(uri):
+            # Loads may run side by side: events another load committed since this one
+            # started are duplicates here too, and are taken out before committing.
+            event_adds = _drop_concurrent_duplicates(uri, start_files, event_adds, con, summary)
+            if quarantine_adds:
+                quarantine_table = _open_quarantine(quarantine_root)
+                _commit(quarantine_root, quarantine_table, quarantine_adds, QUARANTINE_SCHEMA, [], {_LEDGER_KEY + ".quarantine": load_id})
+            finished = _now()
+            summary.finished_at = finished.isoformat()
+            summary.seconds = round((finished - started).total_seconds(), 3)
+            current = _open_table(uri, must_exist=False)
+            schema = _table_schema(current.schema().to_arrow().names if current is not None else existing_names, columns_seen, current)
+            ledger = summary.to_dict(with_files=True)
+            ledger["file_list"] = ledger.pop("file_details")
+            ledger.pop("version")
+            committed = _commit(uri, current, event_adds, schema, [PARTITION_COLUMN], {_LEDGER_KEY: json.dumps(ledger)})
+            done = True
         committed.update_incremental()
         summary.version = committed.version()
     except BaseException:
-        events_writer.abandon()
-        quarantine_writer.abandon()
+        if not done:
+            events_writer.abandon()
+            quarantine_writer.abandon()
         raise
     finally:
         if bar is not None:
@@ -914,3 +994,52 @@ def read_loads(table: PathLike, *, files: bool = False) -> pd.DataFrame:
     frame = pd.DataFrame([{k: e.get(k) for k in keep} for e in entries], columns=keep)
     frame["committed_at"] = pd.to_datetime(frame["committed_at"], unit="ms", utc=True).astype("datetime64[ms, UTC]")
     return frame
+
+
+def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0) -> list[str]:
+    """Files under the table that no commit lists: what a killed or failed load left behind.
+
+    Such files are never read (readers follow the commit log), but they take
+    space. Files younger than ``min_age_hours`` are left alone, so a load that
+    is still running elsewhere keeps its files.
+
+    Parameters
+    ----------
+    table
+        The table directory.
+    dry_run
+        Only list the files (the default); ``False`` deletes them.
+    min_age_hours
+        Leave files modified more recently than this.
+
+    Returns
+    -------
+    list[str]
+        The files (relative to the table directory) removed, or that would be.
+
+    Examples
+    --------
+    >>> import tempfile, campaign_analytics as ca
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> _ = ca.ingest("data/sample", path)
+    >>> ca.vacuum(path)
+    []
+    """
+    if min_age_hours < 0:
+        raise ParameterError(f"min_age_hours must be 0 or more, not {min_age_hours}.")
+    uri = _table_uri(table)
+    delta = _open_table(uri, must_exist=True)
+    assert delta is not None
+    cutoff = time.time() - min_age_hours * 3600
+    found: list[str] = []
+    for root, prefix in ((delta, ""), (_open_quarantine(os.path.join(uri, QUARANTINE_DIR)), QUARANTINE_DIR + "/")):
+        if root is None:
+            continue
+        for relative in root.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True):
+            path = os.path.join(uri, prefix + relative)
+            if os.path.isfile(path) and os.path.getmtime(path) <= cutoff:
+                found.append(prefix + relative)
+    if not dry_run:
+        for relative in found:
+            os.remove(os.path.join(uri, relative))
+    return sorted(found)
