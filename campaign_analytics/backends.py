@@ -30,6 +30,7 @@ __all__ = [
     "REQUIRED_EVENT_COLUMNS",
     "backend_name",
     "epoch_milliseconds",
+    "frame_to_arrow",
     "duckdb_backend",
     "events_table",
     "execute",
@@ -122,7 +123,7 @@ def duckdb_backend(**config: Any) -> ibis.BaseBackend:
     Examples
     --------
     >>> con = duckdb_backend(threads=2)
-    >>> con.sql("SELECT current_setting('TimeZone') AS tz").to_pandas().tz[0]
+    >>> con.raw_sql("SELECT current_setting('TimeZone')").fetchone()[0]
     'UTC'
     """
     con = ibis.duckdb.connect(**config)
@@ -268,11 +269,19 @@ def events_table(
         return source
     if isinstance(source, pd.DataFrame):
         _check_event_columns(source.columns, what="the DataFrame")
-        frame = _normalise_frame(source)
+        arrow = frame_to_arrow(source, what="the events DataFrame")
         con = backend if backend is not None else duckdb_backend()
         name = f"events_{uuid.uuid4().hex}"
         try:
-            return con.create_table(name, frame, temp=True)
+            if con.name == "duckdb":
+                return con.create_table(name, arrow, temp=True)
+            if con.name == "pyspark":
+                # Straight from Arrow: Ibis' route through pandas turns missing
+                # strings into the text "NaN" on Spark. A temporary view is
+                # session-scoped, like DuckDB's temporary table.
+                con._session.createDataFrame(arrow).createOrReplaceTempView(name)
+                return con.table(name)
+            return con.create_view(name, ibis.memtable(arrow))
         except Exception as exc:  # noqa: BLE001 - any engine failure is reported the same way
             raise BackendError(f"could not register the events DataFrame in {con.name}: {exc}") from exc
     if isinstance(source, (str, Path)):
@@ -293,29 +302,59 @@ def _check_event_columns(columns: Any, *, what: str) -> None:
         )
 
 
-def _normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Make every contract timestamp column a UTC-aware datetime (naive means UTC)."""
-    out = frame
+def frame_to_arrow(frame: pd.DataFrame, *, what: str = "the DataFrame") -> Any:
+    """A pandas events (or items) frame as a ``pyarrow.Table`` fit for any engine.
+
+    Every contract timestamp column becomes UTC (a naive datetime is taken as
+    UTC), and a column with no value at all gets its contract type (string
+    for user columns) instead of Arrow's ``null`` type, which engines reject.
+
+    Parameters
+    ----------
+    frame
+        Events or items.
+    what
+        How error messages name the frame.
+
+    Returns
+    -------
+    pyarrow.Table
+
+    Raises
+    ------
+    TableError
+        A timestamp column holds something other than datetimes.
+
+    Examples
+    --------
+    >>> table = frame_to_arrow(pd.DataFrame({"label": [None], "sent_at": [pd.Timestamp("2026-01-01")]}))
+    >>> [str(t) for t in table.schema.types]
+    ['string', 'timestamp[us, tz=UTC]']
+    """
+    import pyarrow as pa
+
+    fixed = frame.copy(deep=False)
     for column in _TIMESTAMP_COLUMNS:
-        if column not in frame.columns:
+        if column not in fixed.columns:
             continue
-        values = frame[column]
+        values = fixed[column]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
-            fixed = values.dt.tz_convert("UTC")
+            fixed[column] = values.dt.tz_convert("UTC")
         elif pd.api.types.is_datetime64_dtype(values.dtype):
-            fixed = values.dt.tz_localize("UTC")
+            fixed[column] = values.dt.tz_localize("UTC")
         elif values.isna().all():
-            fixed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
+            fixed[column] = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
         else:
             raise TableError(
-                f"column {column!r} of the events DataFrame has dtype {values.dtype}, "
-                "not a datetime: convert it with pandas.to_datetime(..., utc=True)"
+                f"column {column!r} of {what} has dtype {values.dtype}, not a datetime: "
+                "convert it with pandas.to_datetime(..., utc=True)"
             )
-        if fixed is not values:
-            if out is frame:
-                out = frame.copy(deep=False)
-            out[column] = fixed
-    return out
+    table = pa.Table.from_pandas(fixed, preserve_index=False).replace_schema_metadata(None)
+    for position, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            dtype = EVENT_COLUMNS.get(field.name, dt.string)
+            table = table.set_column(position, field.name, table.column(position).cast(dtype.to_pyarrow()))
+    return table
 
 
 def _open_delta(path: Path, backend: ibis.BaseBackend | None, scan: str) -> ibis.Table:

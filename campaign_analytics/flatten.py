@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .sources import OVERSIZE_MARKER, Chunk
+from .sources import Chunk, Oversize
 from .triggers import STAGE_TIMESTAMP_FIELDS, TRIGGERS
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "USER_PREFIXES",
     "FlattenLimits",
     "FlatBatch",
+    "UserColumns",
     "user_column_name",
     "lines_table",
     "connect",
@@ -208,6 +209,52 @@ def user_column_name(prefix: str, path: Sequence[str]) -> str:
     return "__".join([prefix, *(_UNSAFE_KEY_CHARS.sub("_", key) or "_" for key in path)])
 
 
+class UserColumns:
+    """Which column each user-defined leaf goes to, stable across batches and loads.
+
+    A leaf's column is :func:`user_column_name` of its path. When two
+    different paths would share a name (``first-name`` and ``first_name``, or
+    ``Name`` and ``name``: Delta Lake column names ignore case), the path seen
+    later gets ``_2``, ``_3``, ... so no value is lost. The mapping is kept in
+    the table's ledger, so a path keeps its column in every later load.
+
+    Parameters
+    ----------
+    paths
+        Known mapping of leaf path (``/variables/a/b`` as a JSON pointer) to column.
+    max_columns
+        At most this many user columns in all.
+    """
+
+    def __init__(self, paths: dict[str, str] | None = None, *, max_columns: int = 1000) -> None:
+        self.paths: dict[str, str] = dict(paths or {})
+        self.taken: dict[str, str] = {name.lower(): pointer for pointer, name in self.paths.items()}
+        self.max_columns = max_columns
+        self.new: dict[str, str] = {}
+
+    def column(self, prefix: str, path: Sequence[str]) -> str | None:
+        """The column of a leaf, or None when the cap is reached."""
+        pointer = _json_pointer((prefix, *path))
+        name = self.paths.get(pointer)
+        if name is not None:
+            return name
+        if len(self.paths) >= self.max_columns:
+            return None
+        base = name = user_column_name(prefix, path)
+        suffix = 1
+        while name.lower() in self.taken:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        self.paths[pointer] = name
+        self.taken[name.lower()] = pointer
+        self.new[name] = pointer
+        return name
+
+    def names(self) -> set[str]:
+        """Every user column known."""
+        return set(self.paths.values())
+
+
 @dataclass(slots=True)
 class FlatBatch:
     """The outcome of flattening one batch.
@@ -225,11 +272,12 @@ class FlatBatch:
 
 
 
-def lines_table(chunks: Sequence[Chunk]) -> tuple[pa.Table, pa.Table]:
+def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) -> tuple[pa.Table, pa.Table]:
     """Raw lines of some chunks as an Arrow table (raw, source_file, source_line).
 
-    Lines that are not valid UTF-8 cannot be handed to the JSON parser; they
-    come back in the second table as rejected records.
+    Lines that are not valid UTF-8 cannot be handed to the JSON parser, and
+    oversize records were never read whole; both come back in the second
+    table as rejected records.
 
     Returns
     -------
@@ -239,25 +287,38 @@ def lines_table(chunks: Sequence[Chunk]) -> tuple[pa.Table, pa.Table]:
     """
     batches = []
     bad: dict[str, list[Any]] = {k: [] for k in ("kind", "reason", "trigger", "raw", "source_file", "source_line")}
+    def set_aside(reason: str, raw: bytes, line: int) -> None:
+        bad["kind"].append("rejected")
+        bad["reason"].append(reason)
+        bad["trigger"].append(None)
+        bad["raw"].append(raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"))
+        bad["source_file"].append(chunk.source_file)
+        bad["source_line"].append(line)
+
     for chunk in chunks:
         if not chunk.lines:
             continue
-        binary = pa.array(chunk.lines, pa.binary())
+        lines: list[bytes | None] = list(chunk.lines)
+        if chunk.oversize:
+            for offset, line in enumerate(chunk.lines):
+                if type(line) is Oversize:
+                    set_aside(
+                        f"record too large: {line.size:,} bytes, over max_record_bytes={max_record_bytes:,} "
+                        "(only its first bytes are kept here)",
+                        line, chunk.first_line + offset,
+                    )
+                    lines[offset] = None
+        binary = pa.array(lines, pa.binary())
         try:
             raw = binary.cast(pa.string())
         except pa.ArrowInvalid:
             decoded: list[str | None] = []
-            for offset, line in enumerate(chunk.lines):
+            for offset, line in enumerate(lines):
                 try:
-                    decoded.append(line.decode("utf-8"))
+                    decoded.append(None if line is None else line.decode("utf-8"))
                 except UnicodeDecodeError as error:
                     decoded.append(None)
-                    bad["kind"].append("rejected")
-                    bad["reason"].append(f"invalid UTF-8: {error.reason} at byte {error.start}")
-                    bad["trigger"].append(None)
-                    bad["raw"].append(line.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"))
-                    bad["source_file"].append(chunk.source_file)
-                    bad["source_line"].append(chunk.first_line + offset)
+                    set_aside(f"invalid UTF-8: {error.reason} at byte {error.start}", line, chunk.first_line + offset)
             raw = pa.array(decoded, pa.string())
         n = len(chunk.lines)
         batches.append(
@@ -311,7 +372,7 @@ def _stage1_sql() -> str:
         "FROM (SELECT *, json_valid(raw) AS ok FROM lines WHERE raw IS NOT NULL)"
     )
     kind = f"""CASE
-        WHEN NOT ok THEN CASE WHEN trim(raw) = '' THEN 'blank' ELSE 'rejected' END
+        WHEN NOT ok THEN CASE WHEN trim(raw, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'blank' ELSE 'rejected' END
         WHEN r IS NULL OR r.trigger IS NULL THEN 'rejected'
         WHEN json_type(r.trigger) <> 'VARCHAR' THEN 'rejected'
         WHEN (r.trigger ->> '$') NOT IN ({triggers}) THEN 'skipped'
@@ -415,7 +476,9 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
     core = []
     for column in CORE_SCHEMA.names:
         if column == "event_id":
-            parts = ", ".join(["canonical_core", variables.canonical, metadata.canonical, content.canonical, "extra_json"])
+            parts = ", ".join(
+                ["canonical_core", variables.canonical, metadata.canonical, content.canonical, "coalesce(extra_json, '')"]
+            )
             core.append(f"CASE WHEN kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id")
         elif column == "item_id":
             core.append(
@@ -478,7 +541,8 @@ def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> I
     """(path, what) of every leaf of a DuckDB json_structure.
 
     what: "leaf"; "maybe-object" (a leaf that may hold an empty or mixed
-    object); "cut" (an object at max_depth: not flattened, hashed as text).
+    object); "object-list" (a list of objects); "cut" (an object at
+    max_depth: not flattened, hashed as text).
     """
     for key, value in structure.items():
         here = (*path, key)
@@ -487,6 +551,8 @@ def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> I
                 yield from _leaf_paths(value, max_depth, here)
             else:
                 yield here, "cut"
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            yield here, "object-list"
         else:
             yield here, "maybe-object" if value == "JSON" else "leaf"
 
@@ -557,7 +623,7 @@ def _leaves_sql(
     source: str,
     prefix: str | None,
     limits: FlattenLimits,
-    user_columns: dict[str, str],
+    user_columns: UserColumns,
     capped: set[str],
 ) -> _Leaves:
     """Extraction of every leaf of the JSON column `source` (columns only when prefix is given)."""
@@ -568,41 +634,58 @@ def _leaves_sql(
         if not isinstance(structure, dict):
             continue
         for path, what in _leaf_paths(structure, limits.max_depth):
-            if leaves.get(path) in (None, "leaf"):
+            if leaves.get(path) in (None, "leaf", "object-list"):
                 leaves[path] = what
-    not_object = f"CASE WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
+    # The hash part is never NULL, so an event hashes the same whatever else shares its batch.
+    not_object = f"CASE WHEN {source} IS NULL THEN '' WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
     if not leaves:
-        out.canonical = not_object
+        out.canonical = f"coalesce({not_object}, '')"
         return out
     interior = {path[:i] for path in leaves for i in range(1, len(path))}
     paths = sorted(leaves)
     pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
     tag = re.sub(r"\W", "_", source)
-    out.inner.append(f"json_extract_string({source}, [{pointers}]) AS _{tag}_values")
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
     if any(masked):
         out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
-    values = [
-        f"CASE WHEN _{tag}_types[{i}] <> 'OBJECT' THEN _{tag}_values[{i}] END" if m else f"_{tag}_values[{i}]"
-        for i, m in enumerate(masked, start=1)
+
+    def leaf(i: int, is_masked: bool, kind: str) -> str:
+        value = f"_{tag}_{kind}[{i}]"
+        return f"CASE WHEN _{tag}_types[{i}] <> 'OBJECT' THEN {value} END" if is_masked else value
+
+    def hashed(i: int, path: tuple[str, ...], is_masked: bool) -> str:
+        value = leaf(i, is_masked, "json")
+        if leaves[path] != "object-list":
+            return value
+        # Objects inside a list: their keys sorted (one level), so a retry that reorders them still matches.
+        return (
+            f"CASE WHEN json_type({value}) = 'ARRAY' THEN array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
+            "lambda e: CASE WHEN json_type(e) = 'OBJECT' "
+            "THEN CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR) "
+            f"ELSE CAST(e AS VARCHAR) END), chr(28)) ELSE CAST({value} AS VARCHAR) END"
+        )
+
+    # Hashed as JSON text, so 15 and "15" stay different events; stored as plain text.
+    out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
+    pairs = [
+        f"{_sql_string(_json_pointer(p) + '=')} || {hashed(i, p, m)}"
+        for i, (p, m) in enumerate(zip(paths, masked), start=1)
     ]
-    pairs = [f"{_sql_string(_json_pointer(p) + '=')} || {v}" for p, v in zip(paths, values)]
-    out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}))"
+    out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
+    values = [leaf(i, m, "values") for i, m in enumerate(masked, start=1)]
     if prefix is None:
         return out
+    out.inner.append(f"json_extract_string({source}, [{pointers}]) AS _{tag}_values")
     by_column: dict[str, list[str]] = {}
     for path, value in zip(paths, values):
         if leaves[path] == "cut":
             out.too_deep += 1
             continue
-        name = user_column_name(prefix, path)
-        known = user_columns.get(name.lower())
-        if known is None:
-            if len(user_columns) >= limits.max_user_columns:
-                capped.add(name)
-                continue
-            user_columns[name.lower()] = known = name
-        by_column.setdefault(known, []).append(value)
+        name = user_columns.column(prefix, path)
+        if name is None:
+            capped.add(user_column_name(prefix, path))
+            continue
+        by_column.setdefault(name, []).append(value)
     for name, parts in sorted(by_column.items()):
         expression = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
         out.columns.append(f"{expression} AS {_sql_ident(name)}")
@@ -612,7 +695,7 @@ def _leaves_sql(
 _INVALID_JSON: Final[str] = "invalid JSON"
 
 
-def _explain_invalid(quarantine: pa.Table, max_record_bytes: int) -> pa.Table:
+def _explain_invalid(quarantine: pa.Table) -> pa.Table:
     """Name what is wrong with each invalid-JSON record (the per-record fallback)."""
     reasons = quarantine.column("reason").to_pylist()
     if _INVALID_JSON not in reasons:
@@ -620,14 +703,6 @@ def _explain_invalid(quarantine: pa.Table, max_record_bytes: int) -> pa.Table:
     raws = quarantine.column("raw").to_pylist()
     for i, (reason, raw) in enumerate(zip(reasons, raws)):
         if reason != _INVALID_JSON:
-            continue
-        if raw.startswith(OVERSIZE_MARKER.decode()):
-            size, _, preview = raw[len(OVERSIZE_MARKER):].partition("\n")
-            reasons[i] = (
-                f"record too large: {int(size):,} bytes, over max_record_bytes={max_record_bytes:,} "
-                "(only its first bytes are kept here)"
-            )
-            raws[i] = preview
             continue
         try:
             orjson.loads(raw)
@@ -644,7 +719,7 @@ def flatten_batch(
     lines: pa.Table,
     *,
     limits: FlattenLimits = FlattenLimits(),
-    user_columns: dict[str, str] | None = None,
+    user_columns: UserColumns | None = None,
 ) -> FlatBatch:
     """Flatten one batch of raw lines into event rows and set-aside records.
 
@@ -657,9 +732,8 @@ def flatten_batch(
     limits
         Depth and width caps for user-defined objects.
     user_columns
-        User columns the table already has, keyed by lower-cased name; new
-        columns found here are added to it (the caller keeps it across
-        batches so a name keeps its first spelling and the cap holds).
+        The leaf → column mapping so far; new leaves found here are added to
+        it (the caller keeps it across batches and loads).
 
     Returns
     -------
@@ -678,7 +752,7 @@ def flatten_batch(
     (['2'], ['not a JSON object: got a JSON array'])
     """
     if user_columns is None:
-        user_columns = {}
+        user_columns = UserColumns(max_columns=limits.max_user_columns)
     con.register("lines", lines)
     try:
         structures = con.sql(_STRUCTURES_SQL).fetchall()
@@ -702,7 +776,7 @@ def flatten_batch(
             "source_line": set_aside.column("source_line"),
         }
     )
-    quarantine = _explain_invalid(quarantine, limits.max_record_bytes)
+    quarantine = _explain_invalid(quarantine)
     return FlatBatch(
         events=_typed(events),
         quarantine=quarantine.cast(_SET_ASIDE_SCHEMA),

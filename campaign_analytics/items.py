@@ -25,7 +25,6 @@ import ibis.expr.datatypes as dt
 import pandas as pd
 
 from campaign_analytics.backends import EVENT_COLUMNS, backend_name, epoch_milliseconds, events_table
-from campaign_analytics.errors import TableError
 
 __all__ = [
     "DIMENSION_COLUMNS",
@@ -74,8 +73,8 @@ millisecond (a REST-API read fires delivered and read with equal timestamps).
 Events are ordered by ``event_time``, then by this rank (unknown stages rank
 last), then by a hash of ``event_id``, so the order is total and the same on
 every run: the "earliest event that has a value" and the "latest event" are
-well defined even for conflicting duplicates. Events without ``event_time``
-come after every timed event.
+well defined even for conflicting duplicates. An event without
+``event_time`` is used only where no timed event has the value.
 """
 
 _USER_PREFIXES: Final[tuple[str, ...]] = ("variables__", "metadata__")
@@ -159,10 +158,11 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         * ``delivered_on_read``: ``delivered_at == read_at`` (delivery
           reported by the read, e.g. marked read through the REST API);
         * ``time_to_delivery_s, time_to_read_s, time_to_interact_s,
-          time_to_click_s`` (float seconds from ``sent_at``; null when
-          either side is unknown; negative only if the source clocks
-          disagree);
-        * ``interaction_count``: distinct interacted events received.
+          time_to_click_s`` (float seconds from ``sent_at``, millisecond
+          precision; null when either side is unknown; negative only where
+          the source's own timestamps disagree);
+        * ``interaction_count``: interacted events received (distinct, as
+          the events table holds each event once).
 
         Every item that has an event was sent, even when its sent event was
         lost and no later event carries ``sentAt`` (``sent_at`` is then null):
@@ -186,23 +186,11 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
     (True, 30.0, 60.0)
     """
     events = _with_contract_columns(events_table(source))
-    if "item_id" not in events.columns:
-        raise TableError("the events table has no item_id column, so it holds no items")
     events = events.filter(events.entity.isin(ITEM_ENTITIES))
     backend = backend_name(events)
     first, last = _event_order_keys(events, backend)
     events = events.mutate(_first=first, _last=last)
     e = events
-
-    def earliest_with_value(column: str) -> ibis.Value:
-        value = e[column]
-        if value.type().is_array():
-            present = value.notnull() & (value.length() > 0)
-        elif backend in _SKIPS_NULL_VALUES:
-            return _min_by(value, e._first)
-        else:
-            present = value.notnull()
-        return _min_by(value, ibis.ifelse(present, e._first, ibis.null(dt.int64)))
 
     users = user_columns(e.columns)
     stage_reached = {
@@ -210,14 +198,9 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         for stage in ("delivered", "read", "interacted", "clicked")
     }
     aggregated = e.group_by(["entity", "item_id"]).aggregate(
-        channel_type=earliest_with_value("channel_type"),
-        **{column: earliest_with_value(column) for column in (*DIMENSION_COLUMNS, *users)},
-        status=_max_by(
-            e.status,
-            e._last
-            if backend in _SKIPS_NULL_VALUES
-            else ibis.ifelse(e.status.notnull(), e._last, ibis.null(dt.int64)),
-        ),
+        channel_type=_earliest_with_value(e, "channel_type", backend),
+        **{column: _earliest_with_value(e, column, backend) for column in (*DIMENSION_COLUMNS, *users)},
+        status=_latest_with_value(e, "status", backend),
         sent_at=e.sent_at.min(),
         delivered_at=e.delivered_at.min(),
         read_at=e.read_at.min(),
@@ -293,6 +276,28 @@ def _event_order_keys(events: ibis.Table, backend: str) -> tuple[ibis.Value, ibi
     first = ms.fill_null(_NO_TIME_MS) * _TIME_SHIFT + within_ms
     last = ms.fill_null(-_NO_TIME_MS) * _TIME_SHIFT + within_ms
     return first, last
+
+
+def _earliest_with_value(events: ibis.Table, column: str, backend: str) -> ibis.Value:
+    """Aggregate: ``column`` of the earliest event (``_first`` key) where it has a value."""
+    return _min_by(events[column], _key_where_present(events, column, events._first, backend))
+
+
+def _latest_with_value(events: ibis.Table, column: str, backend: str) -> ibis.Value:
+    """Aggregate: ``column`` of the latest event (``_last`` key) where it has a value."""
+    return _max_by(events[column], _key_where_present(events, column, events._last, backend))
+
+
+def _key_where_present(events: ibis.Table, column: str, key: ibis.Value, backend: str) -> ibis.Value:
+    value = events[column]
+    if value.type().is_array():
+        # An empty list is no value either.
+        present = value.notnull() & (value.length() > 0)
+    elif backend in _SKIPS_NULL_VALUES:
+        return key
+    else:
+        present = value.notnull()
+    return ibis.ifelse(present, key, ibis.null(dt.int64))
 
 
 def _seconds_between(start: ibis.Value, end: ibis.Value, backend: str) -> ibis.Value:

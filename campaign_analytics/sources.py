@@ -27,7 +27,7 @@ import orjson
 
 from .errors import SourceError
 
-__all__ = ["PayloadFile", "Chunk", "find_files", "read_chunks", "PAYLOAD_SUFFIXES"]
+__all__ = ["PayloadFile", "Chunk", "Oversize", "find_files", "read_chunks", "PAYLOAD_SUFFIXES"]
 
 PAYLOAD_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl", ".json")
 _LINE_FORMAT_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl")
@@ -39,7 +39,20 @@ _READ_SIZE: Final[int] = 8 << 20
 _MAX_DOCUMENT_BYTES: Final[int] = 1 << 30
 # How much of an oversize record is kept, so the rejected row shows what it was.
 OVERSIZE_PREVIEW_BYTES: Final[int] = 1024
-OVERSIZE_MARKER: Final[bytes] = b"\x00oversize\x00"
+
+
+class Oversize(bytes):
+    """Stands in a chunk for a record larger than max_record_bytes (its bytes are the first few of it).
+
+    A type of its own, so no input bytes can be mistaken for it.
+    """
+
+    size: int
+
+    def __new__(cls, preview: bytes, size: int) -> Oversize:
+        marker = super().__new__(cls, preview)
+        marker.size = size
+        return marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +79,14 @@ class Chunk:
     ``lines[i]`` is the record at position ``first_line + i``: the line number
     in an NDJSON file, the 1-based element number in a JSON array, 1 for a
     single-body file. Blank entries are kept so positions stay exact; the
-    loader passes over them. An entry that starts with ``OVERSIZE_MARKER`` is
-    an oversize record: the marker, then its size in bytes as ASCII, then a
-    ``\\n`` and a preview of its first bytes.
+    loader passes over them. ``oversize`` counts the entries that are
+    :class:`Oversize` markers instead of records.
     """
 
     source_file: str
     first_line: int
     lines: list[bytes]
+    oversize: int = 0
 
 
 def find_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[PayloadFile]:
@@ -252,13 +265,15 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
             carry = data
         else:
             lines = data[:last].split(b"\n")
+            if last > max_record_bytes:
+                lines = [line if len(line) <= max_record_bytes else _oversize_entry(len(line), line) for line in lines]
             carry = data[last + 1:]
             pending.extend(lines)
             line_number += len(lines)
         if len(carry) > max_record_bytes:
             oversize, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
         while len(pending) >= chunk_records:
-            yield Chunk(path, first_line, pending[:chunk_records])
+            yield _chunk(path, first_line, pending[:chunk_records])
             pending = pending[chunk_records:]
             first_line += chunk_records
     if oversize is not None:
@@ -266,11 +281,15 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
     elif carry:
         pending.append(carry)
     for start in range(0, len(pending), chunk_records):
-        yield Chunk(path, first_line + start, pending[start:start + chunk_records])
+        yield _chunk(path, first_line + start, pending[start:start + chunk_records])
 
 
-def _oversize_entry(size: int, preview: bytes) -> bytes:
-    return OVERSIZE_MARKER + str(size).encode() + b"\n" + preview
+def _oversize_entry(size: int, preview: bytes) -> Oversize:
+    return Oversize(preview[:OVERSIZE_PREVIEW_BYTES], size)
+
+
+def _chunk(path: str, first_line: int, lines: list[bytes]) -> Chunk:
+    return Chunk(path, first_line, lines, sum(1 for line in lines if type(line) is Oversize))
 
 
 def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
@@ -293,7 +312,7 @@ def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_b
             # Several objects, one per line: NDJSON saved under a .json name.
             yield from _read_lines(path, _BytesStream(content), chunk_records, max_record_bytes)
             return
-        yield Chunk(path, 1, [_oversize_entry(len(content), content[:OVERSIZE_PREVIEW_BYTES])])
+        yield _chunk(path, 1, [_oversize_entry(len(content), content)])
         return
     try:
         orjson.loads(stripped)

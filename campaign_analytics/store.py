@@ -47,6 +47,7 @@ from .flatten import (
     USER_PREFIXES,
     FlatBatch,
     FlattenLimits,
+    UserColumns,
     connect,
     flatten_batch,
     lines_table,
@@ -302,7 +303,7 @@ class _Deduplicator:
         """Rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
         days = set(pc.unique(events.column(PARTITION_COLUMN)).to_pylist()) - self.loaded_days
         if days and self.table is not None:
-            files = self.table.file_uris(partition_filters=[(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
+            files = self.table.file_uris(file_pruning_predicate=[(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
             if files:
                 self.con.execute("INSERT INTO seen SELECT event_id FROM read_parquet(?)", [files])
         self.loaded_days |= days
@@ -344,16 +345,21 @@ def _line_batches(
             pending.append(chunk)
             size += len(chunk.lines)
             if size >= batch_records:
-                yield lines_table(pending)
+                yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
                 pending, size = [], 0
         if progress is not None:
             progress.update(file.size)
     if pending:
-        yield lines_table(pending)
+        yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
 
 
-def _user_column_map(schema_names: Iterable[str]) -> dict[str, str]:
-    return {name.lower(): name for name in schema_names if name.startswith(tuple(f"{p}__" for p in USER_PREFIXES))}
+def _column_paths(table: DeltaTable | None) -> dict[str, str]:
+    """Leaf path → user column, as the committed loads recorded it."""
+    paths: dict[str, str] = {}
+    for entry in _ledger(table):
+        for name, pointer in entry.get("column_paths", {}).items():
+            paths.setdefault(pointer, name)
+    return paths
 
 
 def _quarantine_table(flat: FlatBatch, set_aside: pa.Table, load_id: str, ingested_at: dt.datetime) -> pa.Table:
@@ -430,7 +436,7 @@ def _drop_concurrent_duplicates(
     if current is None or not adds:
         return adds
     days = sorted({a.partition_values[PARTITION_COLUMN] for a in adds})
-    newer = sorted(set(current.file_uris(partition_filters=[(PARTITION_COLUMN, "in", days)])) - start_files)
+    newer = sorted(set(current.file_uris(file_pruning_predicate=[(PARTITION_COLUMN, "in", days)])) - start_files)
     if not newer:
         return adds
     ours = [os.path.join(uri, a.path) for a in adds]
@@ -542,8 +548,7 @@ def ingest(
     summary.files = len(files)
 
     existing_names = delta.schema().to_arrow().names if delta is not None else []
-    user_columns = _user_column_map(existing_names)
-    known_before = set(user_columns.values())
+    user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
     con = connect(memory_limit="1GB")
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
@@ -567,7 +572,7 @@ def ingest(
         )
         quarantine_adds = quarantine_writer.close()
         event_adds = events_writer.close()
-        summary.new_columns = sorted(set(user_columns.values()) - known_before)
+        summary.new_columns = sorted(user_columns.new)
         with _commit_lock(uri):
             # Loads may run side by side: events another load committed since this one
             # started are duplicates here too, and are taken out before committing.
@@ -582,6 +587,7 @@ def ingest(
             schema = _table_schema(current.schema().to_arrow().names if current is not None else existing_names, columns_seen, current)
             ledger = summary.to_dict(with_files=True)
             ledger["file_list"] = ledger.pop("file_details")
+            ledger["column_paths"] = user_columns.new
             ledger.pop("version")
             committed = _commit(uri, current, event_adds, schema, [PARTITION_COLUMN], {_LEDGER_KEY: json.dumps(ledger)})
             done = True
@@ -604,7 +610,7 @@ def _run(
     con: duckdb.DuckDBPyConnection,
     deduplicator: _Deduplicator,
     limits: FlattenLimits,
-    user_columns: dict[str, str],
+    user_columns: UserColumns,
     summary: LoadSummary,
     *,
     batch_records: int,
@@ -860,7 +866,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     quarantine: list[pa.Table] = []
     try:
         _run(
-            files, con, _Deduplicator(con, None), limits, {}, summary,
+            files, con, _Deduplicator(con, None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
             on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
         )

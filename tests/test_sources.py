@@ -1,0 +1,373 @@
+"""Finding and reading payload files: files, directories, globs, every format and encoding quirk."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import campaign_analytics as ca
+from campaign_analytics import sources
+from campaign_analytics.errors import SourceError
+from campaign_analytics.flatten import FlattenLimits
+from campaign_analytics.sources import find_files, read_chunks
+
+from conftest import BOM, make_event, write_payload
+
+
+def _events(n: int, prefix: str = "feed") -> list[dict]:
+    return [make_event("after_feed_item_sent", id=f"{prefix}-{i}") for i in range(n)]
+
+
+def _records(path: Path | str, **options) -> list[tuple[int, bytes]]:
+    """(position, raw record) of every non-blank record read_chunks yields for a file."""
+    (file,) = find_files(str(path))
+    out = []
+    for chunk in read_chunks(file, **options):
+        for offset, line in enumerate(chunk.lines):
+            if line.strip():
+                out.append((chunk.first_line + offset, line))
+    return out
+
+
+def _positions(frame) -> list[tuple[str, int]]:
+    return sorted(zip(frame["source_file"].map(os.path.basename), frame["source_line"].astype(int)))
+
+
+def _summary(frame) -> dict:
+    return frame.attrs["load_summary"]
+
+
+# -- finding files ------------------------------------------------------------------------------
+
+
+def test_single_file_path_is_kept_as_given(tmp_path, monkeypatch, write):
+    write("in/a.ndjson", _events(2))
+    monkeypatch.chdir(tmp_path)
+    (found,) = find_files("in/a.ndjson")
+    assert found.path == os.path.join("in", "a.ndjson")
+    assert found.size == os.path.getsize(tmp_path / "in" / "a.ndjson")
+    frame = ca.load("in/a.ndjson")
+    assert set(frame["source_file"]) == {os.path.join("in", "a.ndjson")}
+
+
+def test_directory_is_searched_recursively_skipping_hidden_and_underscore(tmp_path, write):
+    keep = [
+        "in/a.ndjson", "in/b.jsonl", "in/c.json", "in/d.ndjson.gz", "in/e.json.gz", "in/f.jsonl.gz",
+        "in/sub/g.ndjson", "in/sub/deeper/h.json",
+    ]
+    skip = [
+        "in/.hidden/x.ndjson", "in/_tmp/x.ndjson", "in/sub/_checkpoints/y.json", "in/.dot.ndjson",
+    ]
+    for name in keep + skip:
+        write(name, _events(1))
+    for name in ("in/notes.txt", "in/data.csv", "in/x.ndjson.bak", "in/y.gz"):
+        (tmp_path / name).write_text("not a payload")
+    found = [os.path.relpath(f.path, tmp_path) for f in find_files(str(tmp_path / "in"))]
+    assert found == sorted(found)
+    assert sorted(found) == sorted(keep)
+    frame = ca.load(str(tmp_path / "in"))
+    assert _summary(frame)["records"] == len(keep)
+    assert len(frame) == 1  # the same event everywhere: one row, the rest duplicates
+    assert _summary(frame)["duplicates"] == len(keep) - 1
+
+
+def test_glob_patterns_including_recursive_double_star(tmp_path, write):
+    write("in/a.ndjson", _events(1, "a"))
+    write("in/b.json", _events(1, "b"))
+    write("in/sub/c.ndjson", _events(1, "c"))
+    write("in/sub/deep/d.ndjson", _events(1, "d"))
+    flat = find_files(str(tmp_path / "in" / "*.ndjson"))
+    assert [os.path.basename(f.path) for f in flat] == ["a.ndjson"]
+    deep = find_files(str(tmp_path / "in" / "**" / "*.ndjson"))
+    assert sorted(os.path.basename(f.path) for f in deep) == ["a.ndjson", "c.ndjson", "d.ndjson"]
+    everything = find_files(str(tmp_path / "in" / "**" / "*"))  # directories are not files
+    assert len(everything) == 4
+    frame = ca.load(str(tmp_path / "in" / "**" / "*.ndjson"))
+    assert sorted(frame["item_id"]) == ["a-0", "c-0", "d-0"]
+
+
+def test_list_of_sources_keeps_order_and_lists_each_file_once(tmp_path, write):
+    b = write("in/b.ndjson", _events(1, "b"))
+    a = write("in/a.ndjson", _events(1, "a"))
+    found = find_files([str(b), str(tmp_path / "in"), str(a), str(tmp_path / "in" / "*.ndjson")])
+    assert [os.path.basename(f.path) for f in found] == ["b.ndjson", "a.ndjson"]
+
+
+def test_missing_path_raises_source_error_naming_it(tmp_path):
+    missing = str(tmp_path / "nope" / "x.ndjson")
+    with pytest.raises(SourceError, match="does not exist") as info:
+        find_files(missing)
+    assert missing in str(info.value)
+    with pytest.raises(SourceError):
+        ca.load(missing)
+
+
+def test_glob_matching_nothing_raises_source_error(tmp_path, write):
+    write("in/a.ndjson", _events(1))
+    pattern = str(tmp_path / "in" / "*.jsonl")
+    with pytest.raises(SourceError, match="matches no file") as info:
+        find_files(pattern)
+    assert pattern in str(info.value)
+
+
+def test_directory_without_payload_files_raises_source_error(tmp_path):
+    (tmp_path / "empty" / "_skipped").mkdir(parents=True)
+    (tmp_path / "empty" / "_skipped" / "a.ndjson").write_text("{}\n")
+    (tmp_path / "empty" / "readme.txt").write_text("hi")
+    with pytest.raises(SourceError, match="no payload files"):
+        find_files(str(tmp_path / "empty"))
+
+
+def test_no_sources_at_all_raises_source_error():
+    with pytest.raises(SourceError, match="at least one"):
+        find_files([])
+
+
+def test_unreadable_directory_raises_source_error(tmp_path, write, monkeypatch):
+    write("in/a.ndjson", _events(1))
+    target = str(tmp_path / "in")
+    real_access = os.access
+    monkeypatch.setattr(sources.os, "access", lambda p, mode: False if p == target else real_access(p, mode))
+    with pytest.raises(SourceError, match="cannot be read") as info:
+        find_files(target)
+    assert "permission" in str(info.value).lower()
+
+
+def test_unreadable_subdirectory_raises_source_error(tmp_path, write, monkeypatch):
+    write("in/a.ndjson", _events(1))
+    write("in/locked/b.ndjson", _events(1))
+    locked = str(tmp_path / "in" / "locked")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(SourceError, match="cannot be read") as info:
+        find_files(str(tmp_path / "in"))
+    assert "locked" in str(info.value)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_directory_on_disk_raises_source_error(tmp_path, write):
+    write("in/a.ndjson", _events(1))
+    os.chmod(tmp_path / "in", 0)
+    try:
+        with pytest.raises(SourceError, match="cannot be read"):
+            find_files(str(tmp_path / "in"))
+    finally:
+        os.chmod(tmp_path / "in", 0o755)
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.ndjson", "a.jsonl", "a.ndjson.gz", "a.jsonl.gz"])
+def test_line_formats_number_records_by_line(tmp_path, name):
+    path = write_payload(tmp_path / name, _events(3))
+    assert [pos for pos, _ in _records(path)] == [1, 2, 3]
+    frame = ca.load(str(path))
+    assert _positions(frame) == [(name, 1), (name, 2), (name, 3)]
+    assert sorted(frame["item_id"]) == ["feed-0", "feed-1", "feed-2"]
+
+
+@pytest.mark.parametrize("name", ["a.json", "a.json.gz"])
+def test_json_array_positions_are_one_based_element_numbers(tmp_path, name):
+    records = [*_events(2), 42, make_event("after_message", id="m")]
+    path = write_payload(tmp_path / name, records, pretty=True)
+    assert [pos for pos, _ in _records(path)] == [1, 2, 3, 4]
+    frame = ca.load(str(path))
+    assert _positions(frame) == [(name, 1), (name, 2)]
+    quarantine = frame.attrs["quarantine"]
+    assert sorted(zip(quarantine["kind"], quarantine["source_line"])) == [("rejected", 3), ("skipped", 4)]
+
+
+def test_empty_json_array_has_no_records(tmp_path):
+    path = write_payload(tmp_path / "a.json", [])
+    frame = ca.load(str(path))
+    assert _summary(frame)["records"] == 0 and len(frame) == 0
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("bom", [False, True])
+def test_single_pretty_printed_post_body_is_one_record_at_line_1(tmp_path, bom, crlf):
+    event = make_event("after_feed_item_read", variables={"firstName": "Zoë", "cart": {"items": 2}})
+    path = write_payload(tmp_path / "posts" / "113000-1.json", [event], fmt="single", pretty=True, bom=bom, crlf=crlf)
+    assert path.read_bytes().count(b"\n") > 5
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (1, 1, 0)
+    assert frame["source_line"].tolist() == [1]
+    assert frame["variables__firstName"].tolist() == ["Zoë"]
+    assert json.loads(frame["variables_json"][0]) == event["data"]["variables"]
+
+
+def test_single_body_on_one_line_under_json_name(tmp_path):
+    path = write_payload(tmp_path / "one.json", [make_event()], fmt="single")
+    frame = ca.load(str(path))
+    assert frame["source_line"].tolist() == [1]
+
+
+def test_gzip_is_detected_by_content_not_by_name(tmp_path):
+    plain = write_payload(tmp_path / "zipped.ndjson", _events(2), gz=True)
+    array = write_payload(tmp_path / "zipped.json", _events(2), gz=True)
+    assert plain.read_bytes()[:2] == b"\x1f\x8b"
+    for path in (plain, array):
+        frame = ca.load(str(path))
+        assert _summary(frame)["rejected"] == 0
+        assert sorted(frame["source_line"]) == [1, 2]
+
+
+def test_gz_suffix_on_uncompressed_content_is_read_as_is(tmp_path):
+    path = write_payload(tmp_path / "plain.ndjson.gz", _events(2), gz=False)
+    frame = ca.load(str(path))
+    assert len(frame) == 2
+
+
+@pytest.mark.parametrize("name", ["a.ndjson", "a.json", "a.ndjson.gz"])
+def test_utf8_bom_and_crlf(tmp_path, name):
+    records = [make_event(id="feed-é", variables={"name": "José"}), make_event(id="feed-2"), "42"]
+    path = write_payload(tmp_path / name, records, bom=True, crlf=True)
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (3, 2, 1)
+    assert sorted(frame["item_id"]) == ["feed-2", "feed-é"]
+    assert frame.loc[frame["item_id"] == "feed-é", "variables__name"].tolist() == ["José"]
+    for column in ("item_id", "status", "receiver"):
+        assert not any("\r" in v for v in frame[column].dropna())
+    rejected = frame.attrs["quarantine"]
+    assert rejected["source_line"].tolist() == [3]
+
+
+def test_blank_lines_are_not_records_and_line_numbers_stay_exact(tmp_path):
+    lines = [json.dumps(make_event(id="f1")), "", "   ", json.dumps(make_event(id="f4")), "\t", "{bad", ""]
+    path = write_payload(tmp_path / "a.ndjson", lines, crlf=True)
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert summary["records"] == 3
+    assert summary["records"] == summary["written"] + summary["duplicates"] + summary["rejected"] + summary["skipped"]
+    assert dict(zip(frame["item_id"], frame["source_line"])) == {"f1": 1, "f4": 4}
+    assert frame.attrs["quarantine"]["source_line"].tolist() == [6]
+
+
+def test_last_line_without_newline_is_read(tmp_path):
+    path = write_payload(tmp_path / "a.ndjson", _events(3), trailing_newline=False)
+    assert [pos for pos, _ in _records(path)] == [1, 2, 3]
+    assert len(ca.load(str(path))) == 3
+
+
+def test_empty_files_hold_no_records(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.ndjson", "b.json", "c.jsonl"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    (tmp_path / "in" / "d.ndjson.gz").write_bytes(gzip.compress(b""))
+    write_payload(tmp_path / "in" / "e.ndjson", _events(1))
+    frame = ca.load(str(tmp_path / "in"))
+    assert _summary(frame)["records"] == 1 and len(frame) == 1
+
+
+def test_ndjson_saved_under_a_json_name(tmp_path):
+    records = [*_events(3), "{truncated", make_event("after_message")]
+    path = write_payload(tmp_path / "misnamed.json", records, fmt="lines")
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"], summary["skipped"]) == (5, 3, 1, 1)
+    assert sorted(frame["source_line"]) == [1, 2, 3]
+    assert sorted(frame.attrs["quarantine"]["source_line"]) == [4, 5]
+
+
+def test_ndjson_under_json_name_with_bom_and_gzip(tmp_path):
+    path = write_payload(tmp_path / "misnamed.json", _events(2), fmt="lines", bom=True, crlf=True, gz=True)
+    frame = ca.load(str(path))
+    assert sorted(frame["source_line"]) == [1, 2]
+
+
+@pytest.mark.parametrize("read_size", [7, 64])
+def test_records_split_across_read_blocks(tmp_path, monkeypatch, read_size):
+    monkeypatch.setattr(sources, "_READ_SIZE", read_size)
+    lines = [json.dumps(make_event(id=f"f{i}", variables={"pad": "x" * i})) for i in range(12)]
+    lines.insert(5, "")
+    path = write_payload(tmp_path / "a.ndjson", lines, bom=True, crlf=True, gz=True)
+    read = _records(path, chunk_records=4)
+    assert [pos for pos, _ in read] == [p for p in range(1, 14) if p != 6]
+    assert [json.loads(raw) for _, raw in read] == [json.loads(line) for line in lines if line]
+
+
+def test_chunking_keeps_positions(tmp_path):
+    path = write_payload(tmp_path / "a.json", _events(10))
+    (file,) = find_files(str(path))
+    chunks = list(read_chunks(file, chunk_records=3))
+    assert [c.first_line for c in chunks] == [1, 4, 7, 10]
+    assert sum(len(c.lines) for c in chunks) == 10
+
+
+# -- oversize and corrupt input -----------------------------------------------------------------
+
+
+def test_oversize_line_is_rejected_with_a_preview(tmp_path):
+    big = make_event(id="big", variables={"blob": "x" * 5000})
+    lines = [make_event(id="f1"), big, make_event(id="f3")]
+    path = write_payload(tmp_path / "a.ndjson", lines)
+    frame = ca.load(str(path), limits=FlattenLimits(max_record_bytes=1000))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (3, 2, 1)
+    assert dict(zip(frame["item_id"], frame["source_line"])) == {"f1": 1, "f3": 3}
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 2
+    assert "too large" in row["reason"]
+    assert row["raw"].startswith('{"trigger": "after_feed_item_sent"')
+    assert len(row["raw"]) <= sources.OVERSIZE_PREVIEW_BYTES
+
+
+def test_oversize_line_spanning_read_blocks_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "_READ_SIZE", 256)
+    big = make_event(id="big", variables={"blob": "x" * 5000})
+    path = write_payload(tmp_path / "a.ndjson", [make_event(id="f1"), big, make_event(id="f3")])
+    frame = ca.load(str(path), limits=FlattenLimits(max_record_bytes=1000))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (3, 2, 1)
+    assert dict(zip(frame["item_id"], frame["source_line"])) == {"f1": 1, "f3": 3}
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 2 and "too large" in row["reason"]
+
+
+def test_oversize_single_body_is_rejected(tmp_path):
+    big = make_event(id="big", variables={"blob": "y" * 5000})
+    path = write_payload(tmp_path / "post.json", [big], fmt="single", pretty=True)
+    frame = ca.load(str(path), limits=FlattenLimits(max_record_bytes=1000))
+    summary = _summary(frame)
+    assert (summary["records"], summary["rejected"], len(frame)) == (1, 1, 0)
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 1 and "too large" in row["reason"]
+
+
+@pytest.mark.parametrize("name", ["t.ndjson.gz", "t.json.gz", "t.ndjson"])
+def test_truncated_gzip_raises_source_error(tmp_path, name, table):
+    records = [make_event(id=f"f{i}", variables={"n": i}) for i in range(200)]
+    data = gzip.compress(("\n".join(json.dumps(r) for r in records) + "\n").encode())
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / name
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match="truncated") as info:
+        ca.load(str(path))
+    assert name in str(info.value)
+    with pytest.raises(SourceError):
+        ca.ingest(str(tmp_path / "in"), table)
+    assert not os.path.isdir(os.path.join(table, "_delta_log"))
+    leftovers = [f for _, _, files in os.walk(table) for f in files] if os.path.exists(table) else []
+    assert leftovers == []
+
+
+def test_bom_only_and_whitespace_only_files(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.ndjson").write_bytes(BOM + b"\n\n")
+    (tmp_path / "in" / "b.json").write_bytes(BOM + b"  \r\n")
+    write_payload(tmp_path / "in" / "c.ndjson", _events(1))
+    frame = ca.load(str(tmp_path / "in"))
+    assert _summary(frame)["records"] == 1

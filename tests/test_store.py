@@ -1,0 +1,545 @@
+"""The events table on disk: counts that balance, dedupe (within files, across files, across
+loads), re-ingest idempotence, schema growth, reading back, the ledger, and the simulator's truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import campaign_analytics as ca
+from campaign_analytics.errors import ParameterError, SourceError, TableError
+from campaign_analytics.simulate import simulate
+
+from conftest import T0, make_event, write_payload
+
+
+def balanced(summary: ca.LoadSummary) -> bool:
+    return summary.balanced and summary.records == summary.written + summary.duplicates + summary.rejected + summary.skipped
+
+
+def counts(summary: ca.LoadSummary) -> tuple[int, int, int, int, int]:
+    return summary.records, summary.written, summary.duplicates, summary.rejected, summary.skipped
+
+
+def event_count(table: str) -> int:
+    return len(ca.read_events(table, columns=["event_id"]))
+
+
+def reordered(obj):
+    """The same JSON with every object's keys in reverse order, at every level."""
+    if isinstance(obj, dict):
+        return {k: reordered(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [reordered(v) for v in obj]
+    return obj
+
+
+# -- counts and dedupe --------------------------------------------------------------------------
+
+
+def test_ingest_writes_a_table_and_the_counts_balance(tmp_path, table):
+    events = [make_event(id=f"f{i}", variables={"n": i}) for i in range(5)]
+    path = write_payload(tmp_path / "in.ndjson", [*events, "{bad", make_event("after_message")])
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (7, 5, 0, 1, 1) and balanced(summary)
+    assert summary.files == 1 and summary.version is not None
+    assert summary.load_id and summary.table == os.path.abspath(table)
+    assert os.path.isdir(os.path.join(table, "_delta_log"))
+    frame = ca.read_events(table)
+    assert sorted(frame["item_id"]) == [f"f{i}" for i in range(5)]
+    assert set(frame["load_id"]) == {summary.load_id}
+    assert frame["event_id"].is_unique
+    assert sum(summary.reject_reasons.values()) == 2
+    assert str(summary).startswith("load ")
+    assert json.loads(json.dumps(summary.to_dict()))["records"] == 7
+
+
+def test_dedupe_within_a_file_keeps_the_first_copy(tmp_path, table):
+    records = [
+        make_event(id="f1", webhook="wh-first"),
+        make_event(id="f2"),
+        make_event(id="f1", webhook="wh-retry-1"),
+        make_event(id="f1", webhook="wh-retry-2"),
+    ]
+    path = write_payload(tmp_path / "in.ndjson", records)
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (4, 2, 2, 0, 0) and balanced(summary)
+    frame = ca.read_events(table).set_index("item_id")
+    assert frame.loc["f1", "webhook_id"] == "wh-first"
+    assert frame.loc["f1", "source_line"] == 1
+
+
+def test_dedupe_across_files_of_one_load(tmp_path, table):
+    write_payload(tmp_path / "in" / "a.ndjson", [make_event(id="f1"), make_event(id="f2")])
+    write_payload(tmp_path / "in" / "b.json", [make_event(id="f2", webhook="wh-2"), make_event(id="f3")])
+    write_payload(tmp_path / "in" / "c.ndjson.gz", [make_event(id="f1", webhook="wh-3")])
+    summary = ca.ingest(str(tmp_path / "in"), table)
+    assert counts(summary) == (5, 3, 2, 0, 0) and balanced(summary)
+    frame = ca.read_events(table).set_index("item_id")
+    assert os.path.basename(frame.loc["f2", "source_file"]) == "a.ndjson"
+
+
+@pytest.mark.parametrize("batch_records", [1, 2, 100_000])
+def test_dedupe_across_batches(tmp_path, table, batch_records):
+    records = [make_event(id=f"f{i % 3}", webhook=f"wh-{i}", variables={"k": i % 3}) for i in range(9)]
+    path = write_payload(tmp_path / "in.ndjson", records)
+    summary = ca.ingest(str(path), table, batch_records=batch_records)
+    assert counts(summary) == (9, 3, 6, 0, 0) and balanced(summary)
+    frame = ca.read_events(table).set_index("item_id")
+    assert frame.loc[["f0", "f1", "f2"], "webhook_id"].tolist() == ["wh-0", "wh-1", "wh-2"]
+
+
+def test_dedupe_across_loads(tmp_path, table):
+    first = write_payload(tmp_path / "a.ndjson", [make_event(id="f1"), make_event(id="f2")])
+    second = write_payload(tmp_path / "b.ndjson", [make_event(id="f2", webhook="wh-late"), make_event(id="f3")])
+    s1 = ca.ingest(str(first), table)
+    s2 = ca.ingest(str(second), table)
+    assert counts(s1) == (2, 2, 0, 0, 0)
+    assert counts(s2) == (2, 1, 1, 0, 0) and balanced(s2)
+    assert event_count(table) == 3
+    frame = ca.read_events(table).set_index("item_id")
+    assert frame.loc["f2", "load_id"] == s1.load_id
+    assert frame.loc["f3", "load_id"] == s2.load_id
+
+
+def test_retry_with_reordered_keys_is_a_duplicate(tmp_path, table):
+    event = make_event("after_feed_item_read", id="f1", tags=["a", "b"],
+                       variables={"firstName": "Ana", "cart": {"items": 2, "value": 9.5}},
+                       metadata={"experiment": {"id": 7, "arm": "B"}})
+    retry = reordered(event)
+    retry["webhook"] = "wh-retry"
+    assert json.dumps(retry) != json.dumps(event)
+    path = write_payload(tmp_path / "in.ndjson", [event, retry])
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (2, 1, 1, 0, 0)
+    # and once more in a later load
+    later = write_payload(tmp_path / "later.ndjson", [reordered(event)])
+    assert counts(ca.ingest(str(later), table)) == (1, 0, 1, 0, 0)
+
+
+def test_retry_with_reordered_keys_inside_lists_is_a_duplicate(tmp_path, table):
+    event = make_event(id="f1", variables={"items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]},
+                       content={"blocks": [{"type": "text", "text": "hi"}]})
+    path = write_payload(tmp_path / "in.ndjson", [event, reordered(event)])
+    assert counts(ca.ingest(str(path), table)) == (2, 1, 1, 0, 0)
+
+
+def test_a_retry_is_a_duplicate_whatever_else_shares_its_batch(tmp_path, table):
+    """The event id depends on the event alone, not on the other records read with it."""
+    plain = make_event("after_push_notification_delivered", pushNotificationId="p1")  # no variables/metadata/content
+    rich = make_event("after_feed_item_sent", id="f9", variables={"cart": {"items": 2}}, metadata={"m": 1},
+                      content={"title": "hi"})
+    alone = write_payload(tmp_path / "alone.ndjson", [plain])
+    mixed = write_payload(tmp_path / "mixed.ndjson", [rich, plain])
+    ids_alone = ca.load(str(alone)).set_index("item_id")["event_id"]
+    ids_mixed = ca.load(str(mixed)).set_index("item_id")["event_id"]
+    assert ids_alone["p1"] == ids_mixed["p1"]
+    assert counts(ca.ingest(str(alone), table)) == (1, 1, 0, 0, 0)
+    assert counts(ca.ingest(str(mixed), table)) == (2, 1, 1, 0, 0)
+    assert event_count(table) == 2
+
+
+def test_numeric_string_template_version_retry_is_a_duplicate(tmp_path, table):
+    path = write_payload(tmp_path / "in.ndjson", [make_event(id="f1", templateVersion=2),
+                                                   make_event(id="f1", templateVersion="2")])
+    assert counts(ca.ingest(str(path), table)) == (2, 1, 1, 0, 0)
+    later = write_payload(tmp_path / "later.ndjson", [make_event(id="f1", templateVersion="2")])
+    assert counts(ca.ingest(str(later), table)) == (1, 0, 1, 0, 0)
+    assert ca.read_events(table)["template_version"].tolist() == [2]
+
+
+def test_what_is_not_a_duplicate(tmp_path, table):
+    base = make_event("after_feed_item_delivered", id="f1")
+    other_app = make_event("after_feed_item_delivered", id="f1", app_id="app-2")
+    other_trigger = make_event("after_feed_item_sent")
+    other_trigger["data"] = dict(base["data"])  # the very same data, another trigger
+    other_value = make_event("after_feed_item_delivered", id="f1", deliveredAt=T0 + 61)
+    number = make_event("after_feed_item_delivered", id="f1", variables={"discount": 15})
+    text = make_event("after_feed_item_delivered", id="f1", variables={"discount": "15"})
+    boolean = make_event("after_feed_item_delivered", id="f1", variables={"discount": True})
+    boolean_text = make_event("after_feed_item_delivered", id="f1", variables={"discount": "true"})
+    records = [base, other_app, other_trigger, other_value, number, text, boolean, boolean_text]
+    path = write_payload(tmp_path / "in.ndjson", records)
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (8, 8, 0, 0, 0)
+
+
+def test_webhook_id_is_not_part_of_the_event_id(tmp_path, table):
+    path = write_payload(tmp_path / "in.ndjson", [make_event(webhook="wh-a"), make_event(webhook="wh-b"),
+                                                   make_event(webhook="wh-c", region="us")])
+    summary = ca.ingest(str(path), table)
+    assert (summary.written, summary.duplicates) == (1, 2)
+
+
+# -- re-ingest ----------------------------------------------------------------------------------
+
+
+def test_reingest_of_the_same_files_adds_nothing(tmp_path, table):
+    write_payload(tmp_path / "in" / "a.ndjson", [make_event(id="f1"), "{bad", make_event("after_message")])
+    write_payload(tmp_path / "in" / "b.json", [make_event(id="f2"), make_event(id="f1")])
+    first = ca.ingest(str(tmp_path / "in"), table)
+    assert counts(first) == (5, 2, 1, 1, 1)
+    before = ca.read_events(table)
+    again = ca.ingest(str(tmp_path / "in"), table)
+    assert again.files == 2 and again.files_unchanged == 2
+    assert counts(again) == (0, 0, 0, 0, 0) and balanced(again)
+    after = ca.read_events(table)
+    assert len(after) == len(before) == 2
+    assert len(ca.read_rejected(table)) == 1 and len(ca.read_skipped(table)) == 1
+
+
+def test_reingest_with_force_rereads_but_writes_nothing(tmp_path, table):
+    path = write_payload(tmp_path / "in.ndjson", [make_event(id="f1"), make_event(id="f1"), make_event(id="f2"), "[1]"])
+    first = ca.ingest(str(path), table)
+    forced = ca.ingest(str(path), table, force=True)
+    assert forced.files_unchanged == 0
+    assert forced.records == first.records == 4
+    assert forced.written == 0
+    assert forced.duplicates == first.written + first.duplicates == 3
+    assert forced.rejected == first.rejected == 1
+    assert balanced(forced)
+    assert event_count(table) == 2
+
+
+def test_a_copy_of_a_loaded_file_is_unchanged_and_a_grown_file_is_reread(tmp_path, table):
+    path = write_payload(tmp_path / "a.ndjson", [make_event(id="f1"), make_event(id="f2")])
+    ca.ingest(str(path), table)
+    copy = tmp_path / "copy.ndjson"
+    shutil.copy(path, copy)
+    assert ca.ingest(str(copy), table).files_unchanged == 1
+    grown = write_payload(tmp_path / "a.ndjson", [make_event(id="f1"), make_event(id="f2"), make_event(id="f3")])
+    summary = ca.ingest(str(grown), table)
+    assert summary.files_unchanged == 0
+    assert counts(summary) == (3, 1, 2, 0, 0)
+    assert event_count(table) == 3
+
+
+def test_reingest_of_simulated_stream_is_idempotent(tmp_path, table):
+    truth = simulate(tmp_path / "sim", items=120, seed=11, bad_records=3, other_triggers=2)
+    first = ca.ingest(str(tmp_path / "sim"), table)
+    second = ca.ingest(str(tmp_path / "sim"), table)
+    third = ca.ingest(str(tmp_path / "sim"), table, force=True)
+    assert first.written == truth.unique_events
+    assert second.files_unchanged == len(truth.files) and second.records == 0
+    assert third.written == 0 and third.records == truth.records and balanced(third)
+    assert event_count(table) == truth.unique_events
+    assert len(ca.read_loads(table)) == 3
+
+
+# -- schema growth ------------------------------------------------------------------------------
+
+
+def test_schema_grows_when_a_later_load_brings_new_keys(tmp_path, table):
+    first = write_payload(tmp_path / "a.ndjson", [make_event(id="old", variables={"a": "1x"})])
+    second = write_payload(tmp_path / "b.ndjson", [make_event(id="new", variables={"b": "2y", "nested": {"c": "z"}},
+                                                              metadata={"m": "q"})])
+    s1 = ca.ingest(str(first), table)
+    s2 = ca.ingest(str(second), table)
+    assert s1.new_columns == ["variables__a"]
+    assert sorted(s2.new_columns) == ["metadata__m", "variables__b", "variables__nested__c"]
+    frame = ca.read_events(table).set_index("item_id")
+    assert frame.loc["old", "variables__a"] == "1x"
+    assert pd.isna(frame.loc["old", "variables__b"]) and pd.isna(frame.loc["old", "variables__nested__c"])
+    assert pd.isna(frame.loc["old", "metadata__m"])
+    assert frame.loc["new", "variables__b"] == "2y" and frame.loc["new", "variables__nested__c"] == "z"
+    assert pd.isna(frame.loc["new", "variables__a"])
+    # user columns sit between the core columns and the raw JSON / provenance columns
+    names = list(frame.reset_index().columns)
+    assert names.index("event_date") < names.index("metadata__m") < names.index("variables_json")
+    assert names.index("variables__a") < names.index("variables_json") < names.index("source_file")
+    s3 = ca.ingest(str(write_payload(tmp_path / "c.ndjson", [make_event(id="third", variables={"a": "3"})])), table)
+    assert s3.new_columns == []
+
+
+def test_a_path_keeps_its_column_across_loads_and_colliding_paths_never_share_one(tmp_path, table):
+    loads = [("a", {"first-name": "A"}), ("b", {"first_name": "B"}), ("c", {"first-name": "C"}), ("d", {"First_Name": "D"})]
+    for item, variables in loads:
+        ca.ingest(str(write_payload(tmp_path / f"{item}.ndjson", [make_event(id=item, variables=variables)])), table)
+    frame = ca.read_events(table).set_index("item_id")
+    user = [c for c in frame.columns if c.startswith("variables__")]
+
+    def column_of(item: str) -> str:
+        (column,) = [c for c in user if frame.loc[item, c] == item.upper()]
+        return column
+
+    assert column_of("a") == column_of("c")
+    assert len({column_of("a"), column_of("b"), column_of("d")}) == 3
+    assert all(c.lower().startswith("variables__first_name") for c in user)
+
+
+# -- reading back -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def days_table(tmp_path, table):
+    """Events around day boundaries of 2026-11-03 (UTC)."""
+    moments = {
+        "late-02": "2026-11-02T23:59:59Z",
+        "start-03": "2026-11-03T00:00:00Z",
+        "noon-03": "2026-11-03T12:00:00Z",
+        "end-03": "2026-11-03T23:59:59.999Z",
+        "start-04": "2026-11-04T00:00:00Z",
+    }
+    records = [make_event(id=item, sentAt=pd.Timestamp(moment).value // 1_000_000) for item, moment in moments.items()]
+    ca.ingest(str(write_payload(tmp_path / "days.ndjson", records)), table)
+    return table
+
+
+def _items(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["item_id"])
+
+
+def test_read_events_whole_day_bounds(days_table):
+    assert _items(ca.read_events(days_table, start="2026-11-03", end="2026-11-03")) == ["end-03", "noon-03", "start-03"]
+    assert _items(ca.read_events(days_table, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 3))) == [
+        "end-03", "noon-03", "start-03"]
+    assert _items(ca.read_events(days_table, start="2026-11-04")) == ["start-04"]
+    assert _items(ca.read_events(days_table, end="2026-11-02")) == ["late-02"]
+    assert len(ca.read_events(days_table)) == 5
+
+
+def test_read_events_time_bounds_are_half_open(days_table):
+    frame = ca.read_events(days_table, start="2026-11-03T00:00:00Z", end="2026-11-03T12:00:00Z")
+    assert _items(frame) == ["start-03"]
+    frame = ca.read_events(days_table, start=dt.datetime(2026, 11, 3, 12, tzinfo=dt.timezone.utc),
+                           end=dt.datetime(2026, 11, 4, tzinfo=dt.timezone.utc))
+    assert _items(frame) == ["end-03", "noon-03"]
+
+
+def test_read_events_columns_and_bad_arguments(days_table):
+    frame = ca.read_events(days_table, columns=["source_line", "item_id", "event_time"])
+    assert set(frame.columns) == {"item_id", "event_time", "source_line"}
+    assert list(frame.columns) == ["item_id", "event_time", "source_line"]  # the table's order
+    assert str(frame["event_time"].dtype) == "datetime64[ms, UTC]"
+    with pytest.raises(ParameterError, match="nope"):
+        ca.read_events(days_table, columns=["item_id", "nope"])
+    with pytest.raises(ParameterError):
+        ca.read_events(days_table, start="not a date")
+
+
+def test_read_events_types_user_columns(tmp_path, table):
+    rows = [
+        {"int": 15, "float": 1.5, "mixed_num": 2, "bool": True, "padded": "0012", "mixed": 15, "sparse": 3, "neg": -4},
+        {"int": "20", "float": 2, "mixed_num": 2.25, "bool": False, "padded": "0007", "mixed": "10%", "neg": "-5"},
+        {"int": 7, "float": -0.5, "mixed_num": "3", "bool": "true", "padded": "12", "mixed": True},
+    ]
+    records = [make_event(id=f"f{i}", variables=v) for i, v in enumerate(rows)]
+    ca.ingest(str(write_payload(tmp_path / "in.ndjson", records)), table)
+    frame = ca.read_events(table).set_index("item_id").sort_index()
+    assert pd.api.types.is_integer_dtype(frame["variables__int"])
+    assert frame["variables__int"].tolist() == [15, 20, 7]
+    assert pd.api.types.is_integer_dtype(frame["variables__neg"]) and frame.loc["f1", "variables__neg"] == -5
+    assert pd.api.types.is_float_dtype(frame["variables__float"])
+    assert frame["variables__float"].tolist() == [1.5, 2.0, -0.5]
+    assert pd.api.types.is_float_dtype(frame["variables__mixed_num"])
+    assert pd.api.types.is_bool_dtype(frame["variables__bool"])
+    assert frame["variables__bool"].tolist() == [True, False, True]
+    assert frame["variables__padded"].tolist() == ["0012", "0007", "12"]
+    assert frame["variables__mixed"].tolist() == ["15", "10%", "true"]
+    assert pd.api.types.is_integer_dtype(frame["variables__sparse"])
+    assert frame.loc["f0", "variables__sparse"] == 3
+    assert pd.isna(frame.loc["f1", "variables__sparse"]) and pd.isna(frame.loc["f2", "variables__sparse"])
+
+
+def test_read_events_of_a_missing_table_is_a_table_error(tmp_path):
+    with pytest.raises(TableError):
+        ca.read_events(str(tmp_path / "nothing"))
+    with pytest.raises(TableError):
+        ca.read_loads(str(tmp_path / "nothing"))
+
+
+def test_read_rejected_skipped_and_loads(tmp_path, table):
+    a = write_payload(tmp_path / "in" / "a.ndjson", [make_event(id="f1"), "{bad", make_event("after_message")])
+    s1 = ca.ingest(str(a), table)
+    b = write_payload(tmp_path / "in" / "b.ndjson", [make_event(id="f2"), "7"])
+    s2 = ca.ingest(str(tmp_path / "in"), table)  # a is unchanged, b is new
+    loads = ca.read_loads(table)
+    assert loads["load_id"].tolist() == [s1.load_id, s2.load_id]
+    for column in ("load_id", "table_version", "committed_at", "started_at", "seconds", "files", "files_unchanged",
+                   "records", "written", "duplicates", "rejected", "skipped", "new_columns", "capped_keys"):
+        assert column in loads.columns, column
+    assert loads[["files", "files_unchanged", "records", "written", "rejected", "skipped"]].values.tolist() == [
+        [1, 0, 3, 1, 1, 1], [2, 1, 2, 1, 1, 0]]
+    files = ca.read_loads(table, files=True)
+    assert list(files.columns) == ["load_id", "path", "size", "hash", "status"]
+    by_load = {k: g.set_index(g["path"].map(os.path.basename)) for k, g in files.groupby("load_id")}
+    assert by_load[s1.load_id].loc["a.ndjson", "status"] == "loaded"
+    assert by_load[s2.load_id].loc["a.ndjson", "status"] == "unchanged"
+    assert by_load[s2.load_id].loc["b.ndjson", "status"] == "loaded"
+    for path in (a, b):
+        row = by_load[s2.load_id].loc[path.name]
+        assert row["size"] == path.stat().st_size
+        assert row["hash"] == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    rejected = ca.read_rejected(table)
+    assert rejected["raw"].tolist() == ["{bad", "7"]
+    assert rejected["load_id"].tolist() == [s1.load_id, s2.load_id]
+    assert ca.read_rejected(table, load_id=s2.load_id)["raw"].tolist() == ["7"]
+    assert ca.read_skipped(table)["trigger"].tolist() == ["after_message"]
+    assert len(ca.read_skipped(table, load_id=s2.load_id)) == 0
+    with pytest.raises(ParameterError):
+        ca.read_rejected(table, load_id="no-such-load")
+
+
+def test_read_rejected_of_a_table_without_rejects_is_empty(tmp_path, table):
+    ca.ingest(str(write_payload(tmp_path / "in.ndjson", [make_event()])), table)
+    rejected = ca.read_rejected(table)
+    assert len(rejected) == 0
+    assert {"reason", "raw", "source_file", "source_line", "load_id"} <= set(rejected.columns)
+
+
+# -- tables that cannot be used -----------------------------------------------------------------
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_a_directory_that_is_not_a_table_is_refused_and_left_alone(tmp_path):
+    source = write_payload(tmp_path / "in.ndjson", [make_event()])
+    target = tmp_path / "not-a-table"
+    (target / "sub").mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    before = _listing(target)
+    with pytest.raises(TableError, match="not a Delta table"):
+        ca.ingest(str(source), str(target))
+    assert _listing(target) == before
+    with pytest.raises(TableError):
+        ca.read_events(str(target))
+
+
+def test_a_file_is_not_a_table(tmp_path):
+    source = write_payload(tmp_path / "in.ndjson", [make_event()])
+    target = tmp_path / "file.parquet"
+    target.write_bytes(b"PAR1")
+    with pytest.raises(TableError):
+        ca.ingest(str(source), str(target))
+    assert target.read_bytes() == b"PAR1"
+
+
+def test_a_delta_table_that_is_not_an_events_table_is_refused(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    source = write_payload(tmp_path / "in.ndjson", [make_event()])
+    other = tmp_path / "other"
+    write_deltalake(str(other), pa.table({"x": [1, 2]}))
+    before = _listing(other)
+    with pytest.raises(TableError, match="not a campaign events table"):
+        ca.ingest(str(source), str(other))
+    assert _listing(other) == before
+
+
+def test_an_empty_directory_becomes_a_table(tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    summary = ca.ingest(str(write_payload(tmp_path / "in.ndjson", [make_event()])), str(target))
+    assert summary.written == 1 and event_count(str(target)) == 1
+
+
+def test_a_missing_source_writes_nothing(tmp_path, table):
+    with pytest.raises(SourceError):
+        ca.ingest(str(tmp_path / "missing.ndjson"), table)
+    assert not os.path.exists(os.path.join(table, "_delta_log"))
+
+
+def test_bad_batch_records_is_a_parameter_error(tmp_path, table):
+    with pytest.raises(ParameterError):
+        ca.ingest(str(write_payload(tmp_path / "in.ndjson", [make_event()])), table, batch_records=0)
+
+
+# -- load() -------------------------------------------------------------------------------------
+
+
+def test_load_gives_the_same_rows_as_ingest_then_read_events(tmp_path, table):
+    truth = simulate(tmp_path / "sim", items=150, seed=5, bad_records=4, other_triggers=2)
+    frame = ca.load(str(tmp_path / "sim"))
+    summary = ca.ingest(str(tmp_path / "sim"), table)
+    stored = ca.read_events(table)
+    assert len(frame) == len(stored) == summary.written == truth.unique_events
+    loaded = frame.attrs["load_summary"]
+    for key in ("records", "written", "duplicates", "rejected", "skipped"):
+        assert loaded[key] == getattr(summary, key), key
+    assert len(frame.attrs["quarantine"]) == summary.rejected + summary.skipped
+    drop = ["load_id", "ingested_at"]
+    left = frame.drop(columns=drop).sort_values("event_id").reset_index(drop=True)
+    right = stored.drop(columns=drop).sort_values("event_id").reset_index(drop=True)
+    assert list(left.columns) == list(right.columns)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+
+
+def test_load_of_nothing_but_rejects_is_an_empty_frame_with_the_core_columns(tmp_path):
+    frame = ca.load(str(write_payload(tmp_path / "in.ndjson", ["{bad", "[]"])))
+    assert len(frame) == 0
+    assert {"event_id", "trigger", "event_time", "source_file"} <= set(frame.columns)
+    assert frame.attrs["load_summary"]["rejected"] == 2
+
+
+# -- against the simulator ----------------------------------------------------------------------
+
+_REASONS = {
+    "invalid_json": "invalid JSON",
+    "not_an_object": "not a JSON object",
+    "missing_data": "no data object",
+    "bad_timestamp": "unparseable timestamp",
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ingest_of_a_simulated_stream_matches_its_truth(tmp_path, table, seed):
+    out = tmp_path / "sim"
+    truth = simulate(out, items=250, seed=seed, bad_records=7, other_triggers=4)
+    summary = ca.ingest(str(out), table)
+    assert summary.files == len(truth.files)
+    assert summary.records == truth.records
+    assert summary.written == truth.unique_events
+    assert summary.duplicates == truth.duplicates
+    assert summary.rejected == truth.rejected == 7
+    assert summary.skipped == truth.skipped == 4
+    assert balanced(summary)
+    events = ca.read_events(table, columns=["event_id", "trigger"])
+    assert len(events) == truth.unique_events and events["event_id"].is_unique
+
+    rejected = ca.read_rejected(table)
+    got = sorted(
+        (os.path.relpath(f, out), int(line), reason)
+        for f, line, reason in zip(rejected["source_file"], rejected["source_line"], rejected["reason"])
+    )
+    expected = sorted(truth.rejected_records[["source_file", "source_line", "reason"]].itertuples(index=False, name=None))
+    assert [(f, line) for f, line, _ in got] == [(f, int(line)) for f, line, _ in expected]
+    for (_, _, reason), (_, _, kind) in zip(got, expected):
+        assert reason.startswith(_REASONS[kind]), (reason, kind)
+
+    skipped = ca.read_skipped(table)
+    got_skipped = sorted(
+        (os.path.relpath(f, out), int(line), trigger)
+        for f, line, trigger in zip(skipped["source_file"], skipped["source_line"], skipped["trigger"])
+    )
+    expected_skipped = sorted(
+        (f, int(line), trigger)
+        for f, line, trigger in truth.skipped_records[["source_file", "source_line", "trigger"]].itertuples(index=False)
+    )
+    assert got_skipped == expected_skipped
+
+
+def test_simulated_stream_split_over_two_loads_dedupes_across_them(tmp_path, table):
+    out = tmp_path / "sim"
+    truth = simulate(out, items=200, seed=4, bad_records=2, other_triggers=1, duplicate_rate=0.1,
+                     cross_file_duplicate_share=0.5)
+    assert truth.quirks.get("cross_file_duplicates", 0) > 0
+    files = [str(out / f) for f in truth.files]
+    half = len(files) // 2
+    first = ca.ingest(files[:half], table)
+    second = ca.ingest(files[half:], table)
+    assert balanced(first) and balanced(second)
+    assert first.records + second.records == truth.records
+    assert first.written + second.written == truth.unique_events
+    assert first.duplicates + second.duplicates == truth.duplicates
+    assert second.duplicates > 0
+    assert event_count(table) == truth.unique_events
