@@ -95,6 +95,41 @@ def _vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .backends import events_table
+    from .items import items
+    from .metrics import engagement, time_to_delivery
+
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    per_item = items(events_table(args.table, backend=args.backend) if args.backend else args.table)
+    rates = engagement(per_item, by=by, tz=args.tz)
+    latency = time_to_delivery(per_item, by=by, tz=args.tz, exclude_delivered_on_read=args.exclude_delivered_on_read)
+    keys = [c for c in rates.columns if c in latency.columns and not c.startswith("ttd_")]
+    frame = rates.merge(latency, on=keys, how="outer") if keys else pd.concat([rates, latency], axis=1)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            shown = [*keys, "sent", "delivered", "read", "interacted", "clicked", "delivery_rate", "read_rate",
+                     "click_rate", "ttd_n", "ttd_p50", "ttd_p90", "ttd_p99"]
+            print(frame[[c for c in shown if c in frame.columns]].to_string(index=False))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    parameters = dict(args.parameter or [])
+    written = run_report(args.source, args.table, args.out, parameters=parameters)
+    for path in written:
+        print(path)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="campaign-analytics",
@@ -117,6 +152,25 @@ def _parser() -> argparse.ArgumentParser:
     loads.add_argument("--files", action="store_true", help="one row per loaded file")
     loads.add_argument("--json", action="store_true")
     loads.set_defaults(run=_loads)
+
+    metrics = commands.add_parser("metrics", help="engagement rates and time to delivery per group")
+    metrics.add_argument("--table", required=True)
+    metrics.add_argument("--by", default="", help="comma-separated group columns, e.g. template_id,template_version")
+    metrics.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    metrics.add_argument("--tz", default=None, help="time zone for send_date / send_hour (default UTC)")
+    metrics.add_argument("--exclude-delivered-on-read", action="store_true",
+                         help="leave items marked read through the REST API out of time to delivery")
+    metrics.add_argument("--backend", choices=("duckdb", "spark"), default=None,
+                         help="query engine (default: embedded DuckDB)")
+    metrics.set_defaults(run=_metrics)
+
+    report = commands.add_parser("report", help="execute the notebooks into OUT and export them as HTML")
+    report.add_argument("--source", required=True, help="raw payload files, directories or globs")
+    report.add_argument("--table", required=True, help="the events table (ingested first)")
+    report.add_argument("--out", required=True, help="directory for executed notebooks and HTML")
+    report.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="notebook parameter, e.g. -p breakdown_key variables__plan")
+    report.set_defaults(run=_report)
 
     vacuum = commands.add_parser("vacuum", help="list (or --apply: delete) files left by loads that never committed")
     vacuum.add_argument("--table", required=True)
