@@ -482,7 +482,7 @@ def ingest(
     *,
     force: bool = False,
     limits: FlattenLimits | None = None,
-    batch_records: int = 100_000,
+    batch_records: int = 25_000,
     progress: bool | None = None,
 ) -> LoadSummary:
     """Load raw webhook payload files into the events table (a Delta Lake table).
@@ -500,7 +500,7 @@ def ingest(
     limits
         Caps on nesting depth, user columns and record size.
     batch_records
-        Records per batch; memory grows with it, speed barely does past 100,000.
+        Records per batch; memory grows with it, speed barely does past 25,000.
     progress
         Show a progress bar on stderr; by default only when stderr is a terminal.
 
@@ -549,7 +549,7 @@ def ingest(
 
     existing_names = delta.schema().to_arrow().names if delta is not None else []
     user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
-    con = connect(memory_limit="1GB")
+    con = connect(memory_limit="512MB")
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
@@ -829,7 +829,7 @@ def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records: int = 100_000) -> pd.DataFrame:
+def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records: int = 25_000) -> pd.DataFrame:
     """Read and flatten payload files into a DataFrame, without writing a table.
 
     The same rows ``ingest`` would write (deduplicated, flattened, typed), for
@@ -861,7 +861,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     files = find_files(sources)
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
-    con = connect(memory_limit="1GB")
+    con = connect(memory_limit="512MB")
     events: list[pa.Table] = []
     quarantine: list[pa.Table] = []
     try:
