@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -207,7 +207,7 @@ def epoch_milliseconds(value: ibis.TimestampValue, *, backend: str) -> ibis.Inte
 
 
 @functools.cache
-def _epoch_ms_function(name: str) -> Any:
+def _epoch_ms_function(name: str) -> Callable[..., ibis.Value]:
     def epoch_ms(value: object) -> object:  # the body never runs: a builtin
         ...
 

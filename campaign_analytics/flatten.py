@@ -461,9 +461,9 @@ def _stage1_sql() -> str:
         "event_time",
         f"concat_ws(chr(31), {', '.join(f'coalesce({c}, chr(29))' for c in canonical)}) AS canonical_core",
         # Unknown fields of data, kept so nothing is lost (keys sorted, values verbatim).
-        f"""CASE WHEN len(_unknown) > 0 THEN '{{' || array_to_string(list_transform(list_sort(_unknown),
+        """CASE WHEN len(_unknown) > 0 THEN '{' || array_to_string(list_transform(list_sort(_unknown),
             lambda k: to_json(k) || ':' || json_extract(raw, '/data/' || replace(replace(k, '~', '~0'), '/', '~1'))),
-            ',') || '}}' END AS extra_json""",
+            ',') || '}' END AS extra_json""",
         "CASE WHEN kind = 'event' THEN "
         f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '') END AS typed_reason",
     ]
@@ -671,7 +671,7 @@ def _leaves_sql(
     out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
     pairs = [
         f"{_sql_string(_json_pointer(p) + '=')} || {hashed(i, p, m)}"
-        for i, (p, m) in enumerate(zip(paths, masked), start=1)
+        for i, (p, m) in enumerate(zip(paths, masked, strict=True), start=1)
     ]
     out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
     values = [leaf(i, m, "values") for i, m in enumerate(masked, start=1)]
@@ -679,7 +679,7 @@ def _leaves_sql(
         return out
     out.inner.append(f"json_extract_string({source}, [{pointers}]) AS _{tag}_values")
     by_column: dict[str, list[str]] = {}
-    for path, value in zip(paths, values):
+    for path, value in zip(paths, values, strict=True):
         if leaves[path] == "cut":
             out.too_deep += 1
             continue
@@ -703,7 +703,7 @@ def _explain_invalid(quarantine: pa.Table) -> pa.Table:
     if _INVALID_JSON not in reasons:
         return quarantine
     raws = quarantine.column("raw").to_pylist()
-    for i, (reason, raw) in enumerate(zip(reasons, raws)):
+    for i, (reason, raw) in enumerate(zip(reasons, raws, strict=True)):
         if reason != _INVALID_JSON:
             continue
         try:

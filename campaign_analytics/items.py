@@ -17,6 +17,7 @@ aggregation, written once as an Ibis expression:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +79,7 @@ well defined even for conflicting duplicates. An event without
 """
 
 _USER_PREFIXES: Final[tuple[str, ...]] = ("variables__", "metadata__")
+_STAGE_BITS: Final[dict[str, int]] = {"delivered": 1, "read": 2, "interacted": 4, "clicked": 8}
 
 # The event order packed into one int64, so that the engine can use its plain
 # arg_min/arg_max aggregates instead of sorting each item's events:
@@ -193,10 +195,9 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
     e = events
 
     users = user_columns(e.columns)
-    stage_reached = {
-        stage: (e.stage == stage).any().fill_null(False)
-        for stage in ("delivered", "read", "interacted", "clicked")
-    }
+    # One bit per stage whose event arrived, OR-ed over the item's events:
+    # a single aggregate instead of one per stage.
+    stage_bit = e.stage.cases(*_STAGE_BITS.items(), else_=0).cast(dt.int64)
     aggregated = e.group_by(["entity", "item_id"]).aggregate(
         channel_type=_earliest_with_value(e, "channel_type", backend),
         **{column: _earliest_with_value(e, column, backend) for column in (*DIMENSION_COLUMNS, *users)},
@@ -207,21 +208,25 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         interacted_at=ibis.least(e.interacted_at.min(), e.engaged_at.min()),
         clicked_at=e.clicked_at.min(),
         failed_at=e.failed_at.min(),
-        **{f"_{stage}_event": reached for stage, reached in stage_reached.items()},
+        _stages=_bit_or(stage_bit),
         # The events table holds each event once, so a plain count is a
         # distinct count (COUNT DISTINCT would cost a second aggregation).
         interaction_count=e.stage.count(where=e.stage == "interacted"),
     )
     a = aggregated
-    read = a.read_at.notnull() | a._read_event
-    interacted = a.interacted_at.notnull() | a._interacted_event
-    clicked = a.clicked_at.notnull() | a._clicked_event
+
+    def arrived(stage: str) -> ibis.BooleanValue:
+        return (a._stages & _STAGE_BITS[stage]) != 0
+
+    read = a.read_at.notnull() | arrived("read")
+    interacted = a.interacted_at.notnull() | arrived("interacted")
+    clicked = a.clicked_at.notnull() | arrived("clicked")
     later_stage = read | interacted | clicked
     result = a.mutate(
         channel_type=a.channel_type.fill_null(
             ibis.ifelse(a.entity == "feed_item", "in_app", "push")
         ),
-        delivered=a.delivered_at.notnull() | a._delivered_event | later_stage,
+        delivered=a.delivered_at.notnull() | arrived("delivered") | later_stage,
         read=read,
         interacted=interacted,
         clicked=clicked,
@@ -269,8 +274,10 @@ def _event_order_keys(events: ibis.Table, backend: str) -> tuple[ibis.Value, ibi
     "latest" (untimed events first).
     """
     rank = events.stage.cases(*EVENT_ORDER.items(), else_=4).cast(dt.int64)
-    # ops.Hash is int64 on DuckDB, int32 on Spark: widen before abs().
-    tie = events.event_id.hash().cast(dt.int64).abs() % _RANK_SHIFT
+    # The engine's own hash(), not Ibis' Hash op: on DuckDB that converts the
+    # uint64 through a bit string, which costs more than the rest of the key.
+    # (h % m + m) % m is a non-negative bucket for Spark's signed int32 too.
+    tie = ((_hash(events.event_id) % _RANK_SHIFT + _RANK_SHIFT) % _RANK_SHIFT).cast(dt.int64)
     within_ms = rank * _RANK_SHIFT + tie
     ms = epoch_milliseconds(events.event_time, backend=backend) - _ORIGIN_MS
     first = ms.fill_null(_NO_TIME_MS) * _TIME_SHIFT + within_ms
@@ -306,7 +313,34 @@ def _seconds_between(start: ibis.Value, end: ibis.Value, backend: str) -> ibis.V
 
 
 @functools.cache
-def _by_aggregate(name: str, dtype: dt.DataType) -> ibis.Deferred:
+def _hash_function() -> Callable[..., ibis.Value]:
+    def hash(value: object) -> object:  # noqa: A001 - the body never runs: a builtin
+        ...
+
+    return ibis.udf.scalar.builtin(hash, name="hash", signature=((dt.string,), dt.int64))
+
+
+@functools.cache
+def _bit_or_function() -> Callable[..., ibis.Value]:
+    def bit_or(value: object) -> object:  # the body never runs: a builtin
+        ...
+
+    return ibis.udf.agg.builtin(bit_or, name="bit_or", signature=((dt.int64,), dt.int64))
+
+
+def _bit_or(value: ibis.IntegerValue) -> ibis.IntegerValue:
+    """Bitwise OR over the group (Ibis has no PySpark rule for its BitOr; both
+    engines have ``bit_or``)."""
+    return _bit_or_function()(value)
+
+
+def _hash(value: ibis.StringValue) -> ibis.IntegerValue:
+    """The engine's ``hash()`` of a string (DuckDB and Spark share the name)."""
+    return _hash_function()(value)
+
+
+@functools.cache
+def _by_aggregate(name: str, dtype: dt.DataType) -> Callable[..., ibis.Value]:
     def by(arg: object, key: object) -> object:  # the body never runs: a builtin
         ...
 

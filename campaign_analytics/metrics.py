@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -580,7 +580,7 @@ def _with_group_columns(
 
 
 @functools.cache
-def _array_distinct_function() -> object:
+def _array_distinct_function() -> Callable[..., ibis.Value]:
     def array_distinct(values: object) -> object:  # the body never runs: a builtin
         ...
 

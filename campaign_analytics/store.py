@@ -21,15 +21,13 @@ import os
 import sys
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import duckdb
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,7 +42,6 @@ from .flatten import (
     PROVENANCE_COLUMNS,
     QUARANTINE_SCHEMA,
     RAW_JSON_COLUMNS,
-    USER_PREFIXES,
     FlatBatch,
     FlattenLimits,
     UserColumns,
