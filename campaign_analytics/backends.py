@@ -1,12 +1,15 @@
 """Query engines: open the events table as an Ibis table, run expressions.
 
 Every metric is an Ibis expression; this module is the only place that knows
-where the rows come from. The default engine is an in-process DuckDB
-connection with its ``TimeZone`` set to UTC. Any other Ibis backend (for
-example PySpark) can be passed as ``backend``.
+where the rows come from and which engine runs them. The default engine is an
+in-process DuckDB connection with its ``TimeZone`` set to UTC; Spark (or any
+Ibis backend) is chosen with ``backend=``.
 
-A Delta table is opened with the ``deltalake`` package: DuckDB's own ``delta``
-extension downloads itself at run time and is never used.
+A Delta table is opened with the ``deltalake`` package, never with DuckDB's
+own ``delta`` extension (it downloads itself at run time). By default its
+current data files, as listed by the Delta log, are read by the engine's own
+Parquet reader; ``DeltaTable.to_pyarrow_dataset()`` is the fallback for tables
+whose plain files are not the table (deletion vectors, column mapping).
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ __all__ = [
     "EVENT_COLUMNS",
     "REQUIRED_EVENT_COLUMNS",
     "backend_name",
-    "epoch_milliseconds",
-    "frame_to_arrow",
     "duckdb_backend",
+    "epoch_milliseconds",
     "events_table",
     "execute",
+    "frame_to_arrow",
 ]
 
 _TIMESTAMP: Final = dt.Timestamp(timezone="UTC")
@@ -89,7 +92,7 @@ EVENT_COLUMNS: Final[Mapping[str, dt.DataType]] = {
 as do the verbatim JSON and provenance columns, which no metric reads.
 """
 
-REQUIRED_EVENT_COLUMNS: Final[tuple[str, ...]] = ("event_id", "entity", "stage", "event_time")
+REQUIRED_EVENT_COLUMNS: Final[tuple[str, ...]] = ("entity", "stage", "event_time")
 """Columns an events table must have. Other contract columns may be missing
 from a hand-built frame; the metrics then treat them as all null."""
 
@@ -217,7 +220,7 @@ def _epoch_ms_function(name: str) -> Callable[..., ibis.Value]:
 def events_table(
     source: str | Path | pd.DataFrame | ibis.Table,
     *,
-    backend: ibis.BaseBackend | None = None,
+    backend: ibis.BaseBackend | str | None = None,
     scan: Literal["auto", "parquet", "arrow"] = "auto",
 ) -> ibis.Table:
     """Open the events table as a (lazy) Ibis table.
@@ -229,8 +232,11 @@ def events_table(
         columns of the events table contract, or an Ibis table (returned as is
         after a check of its columns).
     backend
-        The Ibis backend to register a path or DataFrame in. Default: a new
-        in-process DuckDB connection with ``TimeZone = 'UTC'``.
+        Where a path or DataFrame is registered: an Ibis backend (connection),
+        or ``"duckdb"`` (default: a new in-process connection with
+        ``TimeZone = 'UTC'``) or ``"spark"`` (the active Spark session, or a
+        new local one, with ``spark.sql.session.timeZone = UTC``). A backend
+        you pass yourself must run its session in UTC.
     scan
         DuckDB only: how the Delta table's data files are read. ``"parquet"``
         lists the table's current data files with ``deltalake`` and reads them
@@ -270,7 +276,7 @@ def events_table(
     if isinstance(source, pd.DataFrame):
         _check_event_columns(source.columns, what="the DataFrame")
         arrow = frame_to_arrow(source, what="the events DataFrame")
-        con = backend if backend is not None else duckdb_backend()
+        con = _backend(backend)
         name = f"events_{uuid.uuid4().hex}"
         try:
             if con.name == "duckdb":
@@ -282,7 +288,7 @@ def events_table(
                 con._session.createDataFrame(arrow).createOrReplaceTempView(name)
                 return con.table(name)
             return con.create_view(name, ibis.memtable(arrow))
-        except Exception as exc:  # noqa: BLE001 - any engine failure is reported the same way
+        except Exception as exc:
             raise BackendError(f"could not register the events DataFrame in {con.name}: {exc}") from exc
     if isinstance(source, (str, Path)):
         return _open_delta(Path(source), backend, scan)
@@ -290,6 +296,32 @@ def events_table(
         "source must be a path to the events Delta table, a pandas DataFrame of events "
         f"or an Ibis table, got {type(source).__name__}"
     )
+
+
+def _backend(backend: ibis.BaseBackend | str | None) -> ibis.BaseBackend:
+    """The Ibis backend ``backend`` names (or is)."""
+    if backend is None or backend == "duckdb":
+        return duckdb_backend()
+    if backend in ("spark", "pyspark"):
+        return _spark_backend()
+    if isinstance(backend, ibis.BaseBackend):
+        return backend
+    raise ParameterError(f"backend must be 'duckdb', 'spark' or an Ibis backend, got {backend!r}")
+
+
+def _spark_backend() -> ibis.BaseBackend:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise BackendError(
+            "the spark backend needs PySpark: pip install 'campaign-analytics[spark]' (and a Java runtime)"
+        ) from exc
+    try:
+        session = SparkSession.getActiveSession() or SparkSession.builder.appName("campaign-analytics").getOrCreate()
+    except Exception as exc:
+        raise BackendError(f"could not start a Spark session (is Java installed?): {exc}") from exc
+    session.conf.set("spark.sql.session.timeZone", "UTC")
+    return ibis.pyspark.connect(session)
 
 
 def _check_event_columns(columns: Any, *, what: str) -> None:
@@ -357,7 +389,7 @@ def frame_to_arrow(frame: pd.DataFrame, *, what: str = "the DataFrame") -> Any:
     return table
 
 
-def _open_delta(path: Path, backend: ibis.BaseBackend | None, scan: str) -> ibis.Table:
+def _open_delta(path: Path, backend: ibis.BaseBackend | str | None, scan: str) -> ibis.Table:
     import deltalake
     from deltalake.exceptions import TableNotFoundError
 
@@ -373,16 +405,23 @@ def _open_delta(path: Path, backend: ibis.BaseBackend | None, scan: str) -> ibis
     columns = [field.name for field in table.schema().fields]
     _check_event_columns(columns, what=f"the Delta table at {path}")
 
-    con = backend if backend is not None else duckdb_backend()
+    con = _backend(backend)
+    name = f"events_{uuid.uuid4().hex}"
+    exact = _plain_parquet_is_exact(table)
+    if con.name == "pyspark" and exact:
+        # The table's current files, listed by deltalake: no delta-spark needed.
+        session = con._session
+        frame = session.read.option("basePath", str(path)).option("mergeSchema", "true").parquet(*table.file_uris())
+        frame.createOrReplaceTempView(name)
+        return con.table(name).select(*columns)
     if con.name != "duckdb":
         try:
-            return con.read_delta(str(path))
-        except Exception as exc:  # noqa: BLE001
+            return con.read_delta(str(path), table_name=name)
+        except Exception as exc:
             raise BackendError(f"the {con.name} backend could not read the Delta table at {path}: {exc}") from exc
 
     if scan == "auto":
-        scan = "parquet" if _plain_parquet_is_exact(table) else "arrow"
-    name = f"events_{uuid.uuid4().hex}"
+        scan = "parquet" if exact else "arrow"
     if scan == "arrow":
         con.con.register(name, table.to_pyarrow_dataset())
         return con.table(name)

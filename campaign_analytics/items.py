@@ -25,7 +25,13 @@ import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
 
-from campaign_analytics.backends import EVENT_COLUMNS, backend_name, epoch_milliseconds, events_table
+from campaign_analytics.backends import (
+    EVENT_COLUMNS,
+    backend_name,
+    epoch_milliseconds,
+    events_table,
+)
+from campaign_analytics.errors import TableError
 
 __all__ = [
     "DIMENSION_COLUMNS",
@@ -68,14 +74,16 @@ EVENT_ORDER: Final[dict[str, int]] = {
     "interacted": 3,
     "clicked": 3,
 }
-"""Rank of each stage: the tie-breaker between an item's events at the same
-millisecond (a REST-API read fires delivered and read with equal timestamps).
+"""Rank of each stage: how an item's events at the same millisecond are ordered.
 
-Events are ordered by ``event_time``, then by this rank (unknown stages rank
-last), then by a hash of ``event_id``, so the order is total and the same on
-every run: the "earliest event that has a value" and the "latest event" are
-well defined even for conflicting duplicates. An event without
-``event_time`` is used only where no timed event has the value.
+An item's events are ordered by ``event_time``, then by this rank (unknown
+stages last): a REST-API read fires delivered and read with equal
+timestamps, and the read counts as the later one. This order defines the
+item's "earliest event that has a value" (dimensions) and "latest event"
+(status). An event without ``event_time`` is used only where no timed event
+has the value. Events of the same stage at the same millisecond count as
+simultaneous: retries carry the same values, so any of them gives the same
+row (should they ever disagree, the engine picks one).
 """
 
 _USER_PREFIXES: Final[tuple[str, ...]] = ("variables__", "metadata__")
@@ -83,12 +91,11 @@ _STAGE_BITS: Final[dict[str, int]] = {"delivered": 1, "read": 2, "interacted": 4
 
 # The event order packed into one int64, so that the engine can use its plain
 # arg_min/arg_max aggregates instead of sorting each item's events:
-#   milliseconds since 2020-01-01 (signed, 42 bits: until 2159) << 21
-#   | stage rank << 18 | (hash(event_id) mod 2**18)
+#   milliseconds since 2020-01-01 (signed; fits until the year 2500) * 8 + rank
 _ORIGIN_MS: Final[int] = 1_577_836_800_000  # 2020-01-01T00:00:00Z
-_RANK_SHIFT: Final[int] = 2**18
-_TIME_SHIFT: Final[int] = 2**21
-_NO_TIME_MS: Final[int] = 2**41
+_RANKS: Final[int] = 8
+_UNKNOWN_RANK: Final[int] = 4
+_NO_TIME_MS: Final[int] = 2**58
 
 # Backends whose arg_min/arg_max skip rows where the value is null (Spark's
 # min_by does not: there the key is nulled where the value is).
@@ -187,7 +194,10 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
     >>> bool(row.delivered), float(row.time_to_delivery_s), float(row.time_to_read_s)
     (True, 30.0, 60.0)
     """
-    events = _with_contract_columns(events_table(source))
+    events = events_table(source)
+    if "item_id" not in events.columns:
+        raise TableError("the events table has no item_id column, so it holds no items: pass the events table")
+    events = _with_contract_columns(events)
     events = events.filter(events.entity.isin(ITEM_ENTITIES))
     backend = backend_name(events)
     first, last = _event_order_keys(events, backend)
@@ -273,15 +283,10 @@ def _event_order_keys(events: ibis.Table, backend: str) -> tuple[ibis.Value, ibi
     Returns the key for "earliest" (untimed events last) and the key for
     "latest" (untimed events first).
     """
-    rank = events.stage.cases(*EVENT_ORDER.items(), else_=4).cast(dt.int64)
-    # The engine's own hash(), not Ibis' Hash op: on DuckDB that converts the
-    # uint64 through a bit string, which costs more than the rest of the key.
-    # (h % m + m) % m is a non-negative bucket for Spark's signed int32 too.
-    tie = ((_hash(events.event_id) % _RANK_SHIFT + _RANK_SHIFT) % _RANK_SHIFT).cast(dt.int64)
-    within_ms = rank * _RANK_SHIFT + tie
+    rank = events.stage.cases(*EVENT_ORDER.items(), else_=_UNKNOWN_RANK).cast(dt.int64)
     ms = epoch_milliseconds(events.event_time, backend=backend) - _ORIGIN_MS
-    first = ms.fill_null(_NO_TIME_MS) * _TIME_SHIFT + within_ms
-    last = ms.fill_null(-_NO_TIME_MS) * _TIME_SHIFT + within_ms
+    first = ms.fill_null(_NO_TIME_MS) * _RANKS + rank
+    last = ms.fill_null(-_NO_TIME_MS) * _RANKS + rank
     return first, last
 
 
@@ -313,14 +318,6 @@ def _seconds_between(start: ibis.Value, end: ibis.Value, backend: str) -> ibis.V
 
 
 @functools.cache
-def _hash_function() -> Callable[..., ibis.Value]:
-    def hash(value: object) -> object:  # noqa: A001 - the body never runs: a builtin
-        ...
-
-    return ibis.udf.scalar.builtin(hash, name="hash", signature=((dt.string,), dt.int64))
-
-
-@functools.cache
 def _bit_or_function() -> Callable[..., ibis.Value]:
     def bit_or(value: object) -> object:  # the body never runs: a builtin
         ...
@@ -332,11 +329,6 @@ def _bit_or(value: ibis.IntegerValue) -> ibis.IntegerValue:
     """Bitwise OR over the group (Ibis has no PySpark rule for its BitOr; both
     engines have ``bit_or``)."""
     return _bit_or_function()(value)
-
-
-def _hash(value: ibis.StringValue) -> ibis.IntegerValue:
-    """The engine's ``hash()`` of a string (DuckDB and Spark share the name)."""
-    return _hash_function()(value)
 
 
 @functools.cache

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+# A module alias: the metric functions' first parameter is named ``items``.
+from campaign_analytics import items as _items
 from campaign_analytics._stats import holm, two_proportion_z_test, wilson_interval
 from campaign_analytics.backends import (
     backend_name,
@@ -30,13 +32,6 @@ from campaign_analytics.backends import (
     frame_to_arrow,
 )
 from campaign_analytics.errors import ParameterError, TableError
-from campaign_analytics.items import (
-    _earliest_with_value,
-    _event_order_keys,
-    _latest_with_value,
-    _with_contract_columns,
-    items as items_of,
-)
 
 __all__ = [
     "COMPARISON_VERDICTS",
@@ -403,13 +398,13 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
       campaign_id     status  time_to_complete_s  notifications
     0       cmp-1  completed               100.0              1
     """
-    events = _with_contract_columns(events_table(source))
+    events = _items._with_contract_columns(events_table(source))
     backend = backend_name(events)
-    first, last = _event_order_keys(events, backend)
+    first, last = _items._event_order_keys(events, backend)
     events = events.mutate(_first=first, _last=last)
     e = events.filter(events.entity == "campaign", events.campaign_id.notnull())
     state = {
-        column: _latest_with_value(e, column, backend)
+        column: _items._latest_with_value(e, column, backend)
         for column in (
             "name", "status", "template_id", "template_version", "total_targets",
             "sent_count", "failed_count", "completed_at", "updated_at",
@@ -417,16 +412,16 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
     }
     finished = e.group_by("campaign_id").aggregate(
         **state,
-        _stage=_latest_with_value(e, "stage", backend),
-        _ended_at=_latest_with_value(e, "event_time", backend),
+        _stage=_items._latest_with_value(e, "stage", backend),
+        _ended_at=_items._latest_with_value(e, "event_time", backend),
         scheduled_at=e.scheduled_at.min(),
         sent_at=e.sent_at.min(),
     )
     n = events.filter(events.entity == "notification", events.campaign_id.notnull())
     created = n.group_by(_campaign_id="campaign_id").aggregate(
         notifications=n.notification_id.nunique(),
-        _template_id=_earliest_with_value(n, "template_id", backend),
-        _template_version=_earliest_with_value(n, "template_version", backend),
+        _template_id=_items._earliest_with_value(n, "template_id", backend),
+        _template_version=_items._earliest_with_value(n, "template_version", backend),
     )
     joined = finished.outer_join(created, finished.campaign_id == created._campaign_id)
     j = joined
@@ -462,17 +457,17 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
 def _as_items(source: ItemsSource) -> ibis.Table:
     """The items table of ``source`` (items or events, Ibis or pandas, or a path)."""
     if isinstance(source, (str, Path)):
-        return items_of(source)
+        return _items.items(source)
     if isinstance(source, ibis.Table):
         columns = set(source.columns)
         if {"stage", "event_time"} <= columns:
-            return items_of(source)
+            return _items.items(source)
         _check_item_columns(columns, "the Ibis table")
         return _with_item_flags(source)
     if isinstance(source, pd.DataFrame):
         columns = set(source.columns)
         if {"stage", "event_time"} <= columns:
-            return items_of(source)
+            return _items.items(source)
         _check_item_columns(columns, "the DataFrame")
         return _with_item_flags(ibis.memtable(frame_to_arrow(source, what="the items DataFrame")))
     raise ParameterError(
@@ -637,8 +632,8 @@ def _offset_steps(key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return int(delta.total_seconds()) if delta is not None else 0
 
     day = 86_400
-    begin = int(_dt.datetime(_ZONE_YEARS[0], 1, 1, tzinfo=_dt.timezone.utc).timestamp())
-    end = int(_dt.datetime(_ZONE_YEARS[1], 1, 1, tzinfo=_dt.timezone.utc).timestamp())
+    begin = int(_dt.datetime(_ZONE_YEARS[0], 1, 1, tzinfo=_dt.UTC).timestamp())
+    end = int(_dt.datetime(_ZONE_YEARS[1], 1, 1, tzinfo=_dt.UTC).timestamp())
     starts: list[int] = []
     offsets = [offset(begin)]
     for second in range(begin + day, end, day):

@@ -41,8 +41,11 @@ __all__ = [
     "for_display",
     "report_window",
     "run_report",
+    "seconds_text",
+    "select_campaigns",
     "select_items",
     "short_paths",
+    "template_ids",
 ]
 
 NOTEBOOKS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "notebooks"
@@ -308,7 +311,7 @@ def export_html(notebook: str | os.PathLike[str], html: str | os.PathLike[str]) 
     ...     "display_data", data={"application/vnd.plotly.v1+json": go.Figure(go.Bar(y=[1, 2])).to_plotly_json()})])
     >>> nbformat.write(nbformat.v4.new_notebook(cells=[cell]), folder / "n.ipynb")
     >>> page = export_html(folder / "n.ipynb", folder / "n.html").read_text()
-    >>> page.count("Plotly.newPlot("), "cdn.plot.ly" in page
+    >>> page.count("Plotly.newPlot("), 'src="http' in page
     (1, False)
     """
     import jinja2
@@ -460,7 +463,7 @@ def select_items(
     from campaign_analytics.items import items
 
     table = items(source)
-    wanted = _template_ids(template)
+    wanted = template_ids(template)
     if wanted:
         known = execute(table.select("template_id").distinct())["template_id"].dropna().tolist()
         unknown = [t for t in wanted if t not in known]
@@ -477,11 +480,95 @@ def select_items(
     return table
 
 
-def _template_ids(template: str | Sequence[str] | None) -> list[str]:
+def template_ids(template: str | Sequence[str] | None) -> list[str]:
+    """The template ids of a ``template`` parameter, sorted; empty for None (every template).
+
+    Examples
+    --------
+    >>> template_ids("tpl-welcome, tpl-promo")
+    ['tpl-promo', 'tpl-welcome']
+    >>> template_ids(None)
+    []
+    """
     if template is None:
         return []
     parts = template.split(",") if isinstance(template, str) else list(template)
     return sorted({str(part).strip() for part in parts if str(part).strip()})
+
+
+def select_campaigns(
+    source: str | os.PathLike[str] | pd.DataFrame | ibis.Table,
+    *,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    template: str | Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The campaigns of a report: :func:`campaign_analytics.metrics.campaigns`, filtered like :func:`select_items`.
+
+    A campaign's day is the UTC day of its ``sent_at``, or of ``scheduled_at``
+    when it has no ``sent_at``; with a bound, campaigns with neither are left out.
+
+    Parameters
+    ----------
+    source
+        An events source, as for :func:`campaign_analytics.metrics.campaigns`.
+    start, end
+        First and last UTC day, both included; None leaves that side open.
+    template
+        Template id(s) to keep; None keeps all.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The campaigns frame, same columns, sorted by ``campaign_id``.
+
+    Examples
+    --------
+    >>> import campaign_analytics as ca, tempfile
+    >>> path = tempfile.mkdtemp() + "/events"
+    >>> _ = ca.ingest("data/sample", path)
+    >>> select_campaigns(path, start="2026-11-05", template="tpl-promo")[["name", "status"]]
+                  name     status
+    0  Black Friday #5  completed
+    """
+    from campaign_analytics.metrics import campaigns
+
+    frame = campaigns(source)
+    keep = pd.Series(True, index=frame.index)
+    wanted = template_ids(template)
+    if wanted:
+        keep &= frame["template_id"].isin(wanted)
+    first, last = _as_date(start, "start"), _as_date(end, "end")
+    if first is not None or last is not None:
+        day = frame["sent_at"].fillna(frame["scheduled_at"]).dt.tz_convert("UTC").dt.date
+        known = day.notna()
+        if first is not None:
+            keep &= known & (day >= first)
+        if last is not None:
+            keep &= known & (day <= last)
+    return frame.loc[keep.to_numpy(dtype=bool)].reset_index(drop=True)
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A duration in words for a summary sentence: seconds, minutes, hours or days.
+
+    Examples
+    --------
+    >>> [seconds_text(s) for s in (0.4, 29.0, 1355.2, 17954.04, 200000.0, float("nan"))]
+    ['0.4 s', '29 s', '22.6 min', '5.0 h', '2.3 days', 'n/a']
+    """
+    if seconds is None or pd.isna(seconds):
+        return "n/a"
+    value = float(seconds)
+    if abs(value) < 10:
+        return f"{value:.1f} s"
+    if abs(value) < 120:
+        return f"{value:.0f} s"
+    if abs(value) < 2 * 3600:
+        return f"{value / 60:.1f} min"
+    if abs(value) < 2 * 86400:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} days"
 
 
 def breakdown_column(table: ibis.Table | pd.DataFrame, key: str) -> str:
@@ -549,7 +636,7 @@ _PERCENT_COLUMNS: Final = re.compile(
     r"^(?:(?:delivery|read|interaction|click)_rate(?:_of_delivered)?(?:_lo|_hi)?|rate_a|rate_b|difference|.*_share)$"
 )
 _P_VALUE_COLUMNS: Final[frozenset[str]] = frozenset({"p_value", "p_holm", "chi2_p_value"})
-_SECONDS_COLUMNS: Final = re.compile(r"^(?:ttd_(?:mean|p\d+)(?:_approx)?|.*_s)$")
+_MISSING_TEXT: Final[str] = "(none)"
 
 
 def for_display(frame: pd.DataFrame) -> pd.DataFrame:
@@ -557,15 +644,31 @@ def for_display(frame: pd.DataFrame) -> pd.DataFrame:
 
     Rates and shares become percentages with one decimal (``"44.5%"``),
     p-values two significant digits, seconds and other floats are rounded to
-    one decimal (``chi2`` to two), timestamps become UTC text, dates ISO text,
-    lists comma-joined text, and missing values are shown as empty.
+    one decimal (``chi2`` to two), timestamps become UTC text (dates alone
+    when every value is a midnight, e.g. ``send_date``), lists become
+    comma-joined text, missing text becomes ``"(none)"`` (as in the charts)
+    and a missing number an empty cell.
+
+    Parameters
+    ----------
+    frame
+        Any frame of :mod:`campaign_analytics.metrics` (or a part of one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows and columns, for display only.
 
     Examples
     --------
-    >>> frame = pd.DataFrame({"label": ["a"], "sent": [3], "read_rate": [2 / 3], "ttd_p50": [1.234],
-    ...                       "p_holm": [0.000123], "tags": [["vip", "web"]]})
-    >>> for_display(frame).iloc[0].tolist()
-    ['a', 3, '66.7%', 1.2, '0.00012', 'vip, web']
+    >>> frame = pd.DataFrame({"label": ["a", None], "sent": [3, 4], "read_rate": [2 / 3, None],
+    ...                       "ttd_p50": [1.234, 2.0], "p_holm": [0.000123, None],
+    ...                       "tags": [["vip", "web"], []],
+    ...                       "send_date": pd.to_datetime(["2026-11-02", "2026-11-03"])})
+    >>> for_display(frame)
+        label  sent read_rate  ttd_p50   p_holm      tags   send_date
+    0       a     3     66.7%      1.2  0.00012  vip, web  2026-11-02
+    1  (none)     4                2.0                     2026-11-03
     """
     shown = frame.copy()
     for column in shown.columns:
@@ -573,15 +676,19 @@ def for_display(frame: pd.DataFrame) -> pd.DataFrame:
         name = str(column)
         if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values.dtype):
             stamps = values.dt.tz_convert("UTC") if isinstance(values.dtype, pd.DatetimeTZDtype) else values
-            shown[column] = stamps.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("")
+            known = stamps.dropna()
+            layout = "%Y-%m-%d" if (known == known.dt.normalize()).all() else "%Y-%m-%d %H:%M:%S"
+            shown[column] = stamps.dt.strftime(layout).fillna("")
         elif _PERCENT_COLUMNS.match(name) and pd.api.types.is_numeric_dtype(values.dtype):
             shown[column] = [_percent(v) for v in values]
         elif name in _P_VALUE_COLUMNS:
             shown[column] = ["" if pd.isna(v) else f"{float(v):.2g}" for v in values]
         elif pd.api.types.is_float_dtype(values.dtype):
-            shown[column] = values.astype("float64").round(2 if name == "chi2" else 1)
+            shown[column] = [("" if pd.isna(v) else v) for v in values.astype("float64").round(2 if name == "chi2" else 1)]
         elif values.dtype == object:
             shown[column] = [_text(v) for v in values]
+        elif pd.api.types.is_string_dtype(values.dtype):
+            shown[column] = values.fillna(_MISSING_TEXT)
     return shown
 
 
@@ -590,6 +697,8 @@ def _percent(value: object) -> str:
 
 
 def _text(value: object) -> object:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return _MISSING_TEXT
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if hasattr(value, "tolist") and not isinstance(value, str):
@@ -597,4 +706,4 @@ def _text(value: object) -> object:
         return ", ".join(str(v) for v in listed) if isinstance(listed, list) else listed
     if isinstance(value, dt.date):
         return value.isoformat()
-    return "" if value is None else value
+    return value

@@ -187,9 +187,9 @@ class SimulationTruth:
                 f"cannot group by {unknown}: not an item column; use 'tag' or one of {list(frame.columns)}"
             )
         if "tag" in by:
-            # Items without tags drop out, like an unnest of an empty list.
+            # One row per tag; an item without tags forms the group whose tag is missing,
+            # so no item drops out of the counts.
             frame = frame.explode("tags").rename(columns={"tags": "tag"})
-            frame = frame[frame["tag"].notna()].astype({"tag": "str"})
         return frame
 
     def engagement(self, by: list[str]) -> pd.DataFrame:

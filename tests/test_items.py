@@ -209,17 +209,16 @@ def test_dimensions_come_from_the_earliest_event_that_has_them() -> None:
     assert row.metadata__source == "crm"
 
 
-def test_conflicting_events_at_the_same_moment_resolve_the_same_way_every_time() -> None:
+def test_events_at_the_same_moment_are_ordered_by_stage() -> None:
     rows = [
-        event("feed-1", "interacted", T0 + 50, event_id=f"i{k}", label=label, status=status)
-        for k, (label, status) in enumerate([("x", "sent"), ("y", "read"), ("z", "sent")])
+        event("feed-1", "read", T0 + 50, sent_at=T0, delivered_at=T0 + 50, label="from-read", status="read"),
+        event("feed-1", "delivered", T0 + 50, sent_at=T0, label="from-delivered", status="delivered"),
+        event("feed-1", "sent", T0, label=None),
     ]
-    rows.append(event("feed-1", "sent", T0, label=None))
-    results = set()
-    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]):
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
         row = item_row([rows[i] for i in order])
-        results.add((row.label, row.status))
-    assert len(results) == 1
+        assert row.label == "from-delivered"  # the earlier stage is the earlier event
+        assert row.status == "read"  # the later stage is the later event
 
 
 def test_item_without_any_sent_at_still_appears_and_counts_as_sent() -> None:

@@ -14,7 +14,13 @@ from scipy import stats
 from campaign_analytics._stats import holm, two_proportion_z_test, wilson_interval
 from campaign_analytics.errors import ParameterError, TableError
 from campaign_analytics.items import items
-from campaign_analytics.metrics import RATES, campaigns, compare_versions, engagement, time_to_delivery
+from campaign_analytics.metrics import (
+    RATES,
+    campaigns,
+    compare_versions,
+    engagement,
+    time_to_delivery,
+)
 
 T0 = 1_780_003_600  # 2026-05-28T21:26:40Z
 
