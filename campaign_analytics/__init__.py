@@ -20,7 +20,11 @@ from .errors import (
     SourceError,
     TableError,
 )
+from .charts import use_notebook_renderer
 from .flatten import FlattenLimits
+from .items import items
+from .metrics import campaigns, compare_versions, engagement, time_to_delivery
+from .simulate import SimulationTruth, simulate
 from .store import (
     LoadSummary,
     events_dataset,
@@ -43,15 +47,23 @@ __all__ = [
     "LoadSummary",
     "ParameterError",
     "ReportError",
+    "SimulationTruth",
     "SourceError",
     "TRIGGERS",
     "TableError",
+    "campaigns",
+    "compare_versions",
+    "engagement",
     "events_dataset",
     "ingest",
+    "items",
     "load",
     "read_events",
     "read_loads",
     "read_rejected",
     "read_skipped",
+    "simulate",
+    "time_to_delivery",
+    "use_notebook_renderer",
     "vacuum",
 ]
