@@ -63,8 +63,8 @@ class PayloadFile:
     mtime_ns: int
 
     def content_hash(self) -> str:
-        """Blake2b (128-bit, hex) of the file's bytes as stored on disk."""
-        digest = hashlib.blake2b(digest_size=16)
+        """SHA-256 (hex) of the file's bytes as stored on disk."""
+        digest = hashlib.sha256()
         with open(self.path, "rb") as handle:
             while block := handle.read(_READ_SIZE):
                 digest.update(block)
