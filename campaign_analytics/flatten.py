@@ -355,7 +355,7 @@ def _struct_type(kind: str) -> str:
 
 
 def _stage1_sql() -> str:
-    """Classify every line and extract typed fields of the events: two parses per line, the rest columnar.
+    """Classify every line and extract typed fields of the events: one parse per line, the rest columnar.
 
     Layers: validity and one ``from_json`` into a struct of every known field;
     the kind of record (event / rejected / skipped / blank) and why; typed
@@ -367,9 +367,10 @@ def _stage1_sql() -> str:
     triggers = ", ".join(_sql_string(t) for t in TRIGGERS)
     known = ", ".join(_sql_string(k) for k in _DATA_FIELDS)
     ids = ", ".join(f"r.data.{_sql_ident(k)}" for k in ("id", "pushNotificationId", "campaignId", "notificationId"))
+    # One parse per line: a line the parser refuses gives NULL, and only then is it checked again.
     parsed = (
-        f"SELECT raw, source_file, source_line, ok, CASE WHEN ok THEN from_json(raw, {_sql_string(envelope)}) END AS r "
-        "FROM (SELECT *, json_valid(raw) AS ok FROM lines WHERE raw IS NOT NULL)"
+        "SELECT raw, source_file, source_line, CASE WHEN r IS NOT NULL THEN true ELSE json_valid(raw) END AS ok, r FROM "
+        f"(SELECT *, try(from_json(raw, {_sql_string(envelope)})) AS r FROM lines WHERE raw IS NOT NULL)"
     )
     kind = f"""CASE
         WHEN NOT ok THEN CASE WHEN trim(raw, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'blank' ELSE 'rejected' END
