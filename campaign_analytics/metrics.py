@@ -21,8 +21,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# A module alias: the metric functions' first parameter is named ``items``.
-from campaign_analytics import items as _items
 from campaign_analytics._stats import holm, two_proportion_z_test, wilson_interval
 from campaign_analytics.backends import (
     backend_name,
@@ -32,6 +30,15 @@ from campaign_analytics.backends import (
     frame_to_arrow,
 )
 from campaign_analytics.errors import ParameterError, TableError
+from campaign_analytics.items import (
+    _earliest_with_value,
+    _event_order_keys,
+    _latest_with_value,
+    _with_contract_columns,
+)
+from campaign_analytics.items import (
+    items as _build_items,  # the metric functions' first parameter is named items
+)
 
 __all__ = [
     "COMPARISON_VERDICTS",
@@ -398,13 +405,13 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
       campaign_id     status  time_to_complete_s  notifications
     0       cmp-1  completed               100.0              1
     """
-    events = _items._with_contract_columns(events_table(source))
+    events = _with_contract_columns(events_table(source))
     backend = backend_name(events)
-    first, last = _items._event_order_keys(events, backend)
+    first, last = _event_order_keys(events, backend)
     events = events.mutate(_first=first, _last=last)
     e = events.filter(events.entity == "campaign", events.campaign_id.notnull())
     state = {
-        column: _items._latest_with_value(e, column, backend)
+        column: _latest_with_value(e, column, backend)
         for column in (
             "name", "status", "template_id", "template_version", "total_targets",
             "sent_count", "failed_count", "completed_at", "updated_at",
@@ -412,16 +419,16 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
     }
     finished = e.group_by("campaign_id").aggregate(
         **state,
-        _stage=_items._latest_with_value(e, "stage", backend),
-        _ended_at=_items._latest_with_value(e, "event_time", backend),
+        _stage=_latest_with_value(e, "stage", backend),
+        _ended_at=_latest_with_value(e, "event_time", backend),
         scheduled_at=e.scheduled_at.min(),
         sent_at=e.sent_at.min(),
     )
     n = events.filter(events.entity == "notification", events.campaign_id.notnull())
     created = n.group_by(_campaign_id="campaign_id").aggregate(
         notifications=n.notification_id.nunique(),
-        _template_id=_items._earliest_with_value(n, "template_id", backend),
-        _template_version=_items._earliest_with_value(n, "template_version", backend),
+        _template_id=_earliest_with_value(n, "template_id", backend),
+        _template_version=_earliest_with_value(n, "template_version", backend),
     )
     joined = finished.outer_join(created, finished.campaign_id == created._campaign_id)
     j = joined
@@ -457,17 +464,17 @@ def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
 def _as_items(source: ItemsSource) -> ibis.Table:
     """The items table of ``source`` (items or events, Ibis or pandas, or a path)."""
     if isinstance(source, (str, Path)):
-        return _items.items(source)
+        return _build_items(source)
     if isinstance(source, ibis.Table):
         columns = set(source.columns)
         if {"stage", "event_time"} <= columns:
-            return _items.items(source)
+            return _build_items(source)
         _check_item_columns(columns, "the Ibis table")
         return _with_item_flags(source)
     if isinstance(source, pd.DataFrame):
         columns = set(source.columns)
         if {"stage", "event_time"} <= columns:
-            return _items.items(source)
+            return _build_items(source)
         _check_item_columns(columns, "the DataFrame")
         return _with_item_flags(ibis.memtable(frame_to_arrow(source, what="the items DataFrame")))
     raise ParameterError(
