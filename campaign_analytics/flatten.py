@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import ParameterError
 from .sources import Chunk, Oversize
 from .triggers import STAGE_TIMESTAMP_FIELDS, TRIGGERS
 
@@ -183,6 +184,12 @@ class FlattenLimits:
     max_depth: int = 8
     max_user_columns: int = 1000
     max_record_bytes: int = 16 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_user_columns", "max_record_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ParameterError(f"{name} must be a whole number of at least 1, not {value!r}.")
 
 
 def user_column_name(prefix: str, path: Sequence[str]) -> str:
@@ -649,7 +656,7 @@ def _leaves_sql(
     pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
     tag = re.sub(r"\W", "_", source)
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
-    if any(masked):
+    if any(masked) and len(paths) <= _MAX_HASHED_PATHS:
         out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
 
     def leaf(i: int, is_masked: bool, kind: str) -> str:
@@ -664,23 +671,30 @@ def _leaves_sql(
         return (
             f"CASE WHEN json_type({value}) = 'ARRAY' THEN array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
             "lambda e: CASE WHEN json_type(e) = 'OBJECT' "
-            "THEN CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR) "
+            "THEN coalesce(try(CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR)), "
+            "CAST(e AS VARCHAR)) "
             f"ELSE CAST(e AS VARCHAR) END), chr(28)) ELSE CAST({value} AS VARCHAR) END"
         )
 
-    # Hashed as JSON text, so 15 and "15" stay different events; stored as plain text.
-    out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
-    pairs = [
-        f"{_sql_string(_json_pointer(p) + '=')} || {hashed(i, p, m)}"
-        for i, (p, m) in enumerate(zip(paths, masked, strict=True), start=1)
-    ]
-    out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
-    values = [leaf(i, m, "values") for i, m in enumerate(masked, start=1)]
+    if len(paths) <= _MAX_HASHED_PATHS:
+        # Hashed as JSON text, so 15 and "15" stay different events; stored as plain text.
+        out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
+        pairs = [
+            f"{_sql_string(_json_pointer(p) + '=')} || {hashed(i, p, m)}"
+            for i, (p, m) in enumerate(zip(paths, masked, strict=True), start=1)
+        ]
+        out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
+    else:
+        # Objects whose keys are ids: a list of every path for every row would be huge; the
+        # row's own top-level keys, sorted, stand for it instead.
+        out.canonical = (
+            f"coalesce({not_object}, try(CAST(to_json(list_sort(map_entries(CAST({source} AS MAP(VARCHAR, JSON))))) "
+            f"AS VARCHAR)), CAST({source} AS VARCHAR), '')"
+        )
     if prefix is None:
         return out
-    out.inner.append(f"json_extract_string({source}, [{pointers}]) AS _{tag}_values")
-    by_column: dict[str, list[str]] = {}
-    for path, value in zip(paths, values, strict=True):
+    columns: list[tuple[int, tuple[str, ...], bool, str]] = []
+    for path, is_masked in zip(paths, masked, strict=True):
         if leaves[path] == "cut":
             out.too_deep += 1
             continue
@@ -688,6 +702,18 @@ def _leaves_sql(
         if name is None:
             capped.add(user_column_name(prefix, path))
             continue
+        columns.append((len(columns) + 1, path, is_masked, name))
+    if not columns:
+        return out
+    column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
+    out.inner.append(f"json_extract_string({source}, [{column_pointers}]) AS _{tag}_values")
+    if any(m for _, _, m, _ in columns):
+        out.inner.append(f"json_type({source}, [{column_pointers}]) AS _{tag}_column_types")
+    by_column: dict[str, list[str]] = {}
+    for i, _, is_masked, name in columns:
+        value = f"_{tag}_values[{i}]"
+        if is_masked:
+            value = f"CASE WHEN _{tag}_column_types[{i}] <> 'OBJECT' THEN {value} END"
         by_column.setdefault(name, []).append(value)
     for name, parts in sorted(by_column.items()):
         expression = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
@@ -696,6 +722,8 @@ def _leaves_sql(
 
 
 _INVALID_JSON: Final[str] = "invalid JSON"
+# Past this many distinct leaf paths in a batch, an object is hashed by its sorted top-level keys.
+_MAX_HASHED_PATHS: Final[int] = 256
 
 
 def _explain_invalid(quarantine: pa.Table) -> pa.Table:

@@ -8,16 +8,19 @@ exports each to a standalone HTML file whose charts stay interactive offline
 
 The other functions are the small helpers the notebooks share, so that the
 notebooks hold no logic of their own beyond calls and display:
-:func:`report_window` (the date range of a run), :func:`select_items` (the
-items of that range and template), :func:`breakdown_column` (a checked
-``variables__*`` / ``metadata__*`` column), :func:`short_paths` (file names
-without the machine-specific folder) and :func:`for_display` (rounded,
-deterministic tables).
+:func:`report_window` (the date range of a run), :func:`template_ids` (the
+template filter), :func:`select_items` and :func:`select_campaigns` (the
+items and campaigns of that range and those templates),
+:func:`breakdown_column` (a checked ``variables__*`` / ``metadata__*``
+column), :func:`short_paths` (file names without the machine-specific
+folder), :func:`for_display` (rounded, deterministic tables) and
+:func:`seconds_text` (durations in the summary sentences).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -160,7 +163,7 @@ def run_report(
     ...
     campaign_analytics.errors.ParameterError: unknown report parameter 'colour'; the notebooks take: breakdown_key, end, run_date, start, template (source and table are arguments of their own)
 
-    A run on the sample (about 30 seconds):
+    A run on the sample (about 20 seconds):
 
     >>> written = run_report("data/sample", "reports/events", "reports",
     ...                      parameters={"template": "tpl-promo"})  # doctest: +SKIP
@@ -233,7 +236,9 @@ def _check_dates(values: Mapping[str, Any]) -> None:
         raise ParameterError(f"start {days['start']} is after end {days['end']}: the date range is empty")
 
 
-def _execute(papermill: Any, notebook: Path, executed: Path, parameters: dict[str, Any], *, cwd: Path, timeout: int) -> None:
+def _execute(
+    papermill: Any, notebook: Path, executed: Path, parameters: dict[str, Any], *, cwd: Path, timeout: int
+) -> None:
     from papermill.exceptions import PapermillExecutionError
 
     try:
@@ -256,6 +261,7 @@ def _execute(papermill: Any, notebook: Path, executed: Path, parameters: dict[st
         ) from error
 
 
+@functools.cache
 def _this_interpreter_kernel_manager() -> type:
     """A kernel manager whose ``python3`` kernel is this interpreter.
 
@@ -389,7 +395,7 @@ def report_window(
     (datetime.date(2026, 11, 3), datetime.date(2026, 11, 4))
     """
     first = _as_date(start, "start")
-    day = _as_date(run_date, "run_date") or dt.datetime.now(dt.timezone.utc).date()
+    day = _as_date(run_date, "run_date") or dt.datetime.now(dt.UTC).date()
     last = _as_date(end, "end") or day - dt.timedelta(days=1)
     if first is not None and first > last:
         raise ParameterError(f"start {first} is after end {last}: the date range is empty")
@@ -684,7 +690,9 @@ def for_display(frame: pd.DataFrame) -> pd.DataFrame:
         elif name in _P_VALUE_COLUMNS:
             shown[column] = ["" if pd.isna(v) else f"{float(v):.2g}" for v in values]
         elif pd.api.types.is_float_dtype(values.dtype):
-            shown[column] = [("" if pd.isna(v) else v) for v in values.astype("float64").round(2 if name == "chi2" else 1)]
+            shown[column] = [
+                ("" if pd.isna(v) else v) for v in values.astype("float64").round(2 if name == "chi2" else 1)
+            ]
         elif values.dtype == object:
             shown[column] = [_text(v) for v in values]
         elif pd.api.types.is_string_dtype(values.dtype):

@@ -17,6 +17,7 @@ import glob
 import gzip
 import hashlib
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ def _expand(source: str) -> list[str]:
         return _walk(source)
     if os.path.isfile(source):
         return [os.path.normpath(source)]
+    if os.path.islink(source):
+        raise SourceError(f"{source!r} is a link to something that does not exist; fix or remove the link.")
     if os.path.lexists(source):
         raise SourceError(f"{source!r} is neither a regular file nor a directory; point at payload files.")
     raise SourceError(f"{source!r} does not exist. Check the path (relative paths start at {os.getcwd()!r}).")
@@ -163,8 +166,14 @@ def _walk(directory: str) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
         for name in files:
             base = name[:-3] if name.endswith(".gz") else name
-            if base.endswith(PAYLOAD_SUFFIXES) and not name.startswith("."):
-                paths.append(os.path.normpath(os.path.join(root, name)))
+            full = os.path.join(root, name)
+            if not base.endswith(PAYLOAD_SUFFIXES) or name.startswith("."):
+                continue
+            if os.path.islink(full) and not os.path.exists(full):
+                raise SourceError(f"{full!r} is a link to something that does not exist; fix or remove the link.")
+            # Regular files only: a named pipe or socket would block or fail the load.
+            if os.path.isfile(full):
+                paths.append(os.path.normpath(full))
     if not paths:
         raise SourceError(
             f"The directory {directory!r} holds no payload files (*.ndjson, *.jsonl, *.json, optionally .gz)."
@@ -292,45 +301,97 @@ def _chunk(path: str, first_line: int, lines: list[bytes]) -> Chunk:
 
 
 def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
-    content = stream.read(max(max_record_bytes, _MAX_DOCUMENT_BYTES) + 1)
+    """A .json file: a JSON array, one stored POST body, or NDJSON saved under a .json name."""
+    content = stream.read(max_record_bytes + 1)
     if content.startswith(_BOM):
         content = content[len(_BOM):]
+    start = content.lstrip()[:1]
+    if start == b"[":
+        # Arrays are read whole (up to 1 GiB); big captures belong in NDJSON.
+        content += stream.read(_MAX_DOCUMENT_BYTES)
+        elements = _array_elements(content)
+        if elements is not None:
+            for first in range(0, len(elements), chunk_records):
+                yield _chunk(path, 1 + first, elements[first:first + chunk_records])
+            return
+    if len(content) > max_record_bytes:
+        first_line = content.split(b"\n", 1)[0]
+        if start == b"{" and _is_json(first_line):
+            # Several objects, one per line: NDJSON saved under a .json name.
+            yield from _read_lines(path, _ChainedStream(content, stream), chunk_records, max_record_bytes)
+            return
+        size = len(content)
+        while block := stream.read(_READ_SIZE):
+            size += len(block)
+        yield _chunk(path, 1, [_oversize_entry(size, content)])
+        return
     stripped = content.strip()
-    if stripped.startswith(b"["):
+    if _is_json(stripped) or not (stripped.count(b"\n") and start == b"{"):
+        yield _chunk(path, 1, [stripped])
+    else:
+        yield from _read_lines(path, _ChainedStream(content, stream), chunk_records, max_record_bytes)
+
+
+def _is_json(text: bytes) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+_ARRAY_TOKENS: Final[re.Pattern[bytes]] = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+_LONG_NUMBER: Final[re.Pattern[bytes]] = re.compile(rb"[0-9]{19,}")
+
+
+def _array_elements(content: bytes) -> list[bytes] | None:
+    """The elements of a JSON array, each as its own text; None when the text is not an array.
+
+    The fast path re-encodes what the parser read. When the parser refuses
+    the array (one hostile element), or numbers are too long to survive a
+    round trip, the elements are cut out of the text as they are, so every
+    good element still loads and a bad one is rejected on its own.
+    """
+    stripped = content.strip()
+    if not _LONG_NUMBER.search(stripped):
         try:
             elements = orjson.loads(stripped)
         except orjson.JSONDecodeError:
             elements = None
         if isinstance(elements, list):
-            lines = [orjson.dumps(element) for element in elements]
-            for start in range(0, len(lines), chunk_records):
-                yield Chunk(path, 1 + start, lines[start:start + chunk_records])
-            return
-    if len(content) > max_record_bytes:
-        if b"\n{" in stripped:
-            # Several objects, one per line: NDJSON saved under a .json name.
-            yield from _read_lines(path, _BytesStream(content), chunk_records, max_record_bytes)
-            return
-        yield _chunk(path, 1, [_oversize_entry(len(content), content)])
-        return
-    try:
-        orjson.loads(stripped)
-        yield Chunk(path, 1, [stripped])
-    except orjson.JSONDecodeError:
-        if stripped.count(b"\n") and stripped.lstrip().startswith(b"{"):
-            yield from _read_lines(path, _BytesStream(content), chunk_records, max_record_bytes)
-        else:
-            yield Chunk(path, 1, [stripped])
+            return [orjson.dumps(element) for element in elements]
+    if not (stripped.startswith(b"[") and stripped.endswith(b"]")):
+        return None
+    parts: list[bytes] = []
+    depth = 0
+    begin = 1
+    for token in _ARRAY_TOKENS.finditer(stripped):
+        char = token.group()[:1]
+        if char == b'"':
+            continue
+        if char in (b"[", b"{"):
+            depth += 1
+        elif char in (b"]", b"}"):
+            depth -= 1
+            if depth == 0 and token.end() == len(stripped):
+                tail = stripped[begin:token.start()].strip()
+                if tail or parts:
+                    parts.append(tail)
+        elif char == b"," and depth == 1:
+            parts.append(stripped[begin:token.start()].strip())
+            begin = token.end()
+    return parts if depth == 0 else None
 
 
-class _BytesStream:
-    """The part of a binary stream's interface that _read_lines needs, over bytes in memory."""
+class _ChainedStream:
+    """Bytes already read, then the rest of the stream: the part of a stream _read_lines needs."""
 
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-        self._offset = 0
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
 
     def read(self, size: int) -> bytes:
-        block = self._content[self._offset:self._offset + size]
-        self._offset += len(block)
-        return block
+        if self._head:
+            block, self._head = self._head[:size], self._head[size:]
+            return block
+        return self._rest.read(size)

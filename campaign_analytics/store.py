@@ -71,6 +71,8 @@ QUARANTINE_DIR: Final[str] = "_quarantine"
 _LOCK_FILE: Final[str] = "_commit.lock"
 _LEDGER_KEY: Final[str] = "campaign_analytics.load"
 _PARQUET_COMPRESSION: Final[str] = "zstd"
+# A batch also ends at this many bytes of raw records, so huge records make smaller batches.
+_BATCH_BYTES: Final[int] = 32 << 20
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
 _FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
 
@@ -170,13 +172,17 @@ def _table_uri(table: PathLike) -> str:
 def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
     """The events table at path; None if the path is free for a new table."""
     if not os.path.exists(path):
+        if not must_exist:
+            _check_new_table_path(path)
         if must_exist:
             raise TableError(f"There is no table at {path!r}. Run `campaign-analytics ingest SOURCE --table {path}` first.")
         return None
     if not os.path.isdir(path):
         raise TableError(f"{path!r} is a file, not a table directory. Choose another --table path.")
-    if not os.path.isdir(os.path.join(path, "_delta_log")):
-        if not must_exist and _only_our_files(path):
+    if not _has_commit(path):
+        if _only_our_files(path):
+            if must_exist:
+                raise TableError(f"No load has committed to {path!r} yet. Run `campaign-analytics ingest SOURCE --table {path}`.")
             return None
         raise TableError(
             f"{path!r} exists but is not a Delta table (no _delta_log). Refusing to write into it: "
@@ -195,8 +201,30 @@ def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
 def _only_our_files(path: str) -> bool:
     """True for an empty directory, or one holding only what a load writes before its first commit."""
     return all(
-        name in (QUARANTINE_DIR, _LOCK_FILE) or name.startswith(PARTITION_COLUMN + "=") for name in os.listdir(path)
+        name in (QUARANTINE_DIR, _LOCK_FILE, "_delta_log") or name.startswith(PARTITION_COLUMN + "=")
+        for name in os.listdir(path)
     )
+
+
+def _has_commit(path: str) -> bool:
+    """True when the directory's Delta log holds at least one commit (a killed first commit leaves none)."""
+    log = os.path.join(path, "_delta_log")
+    if not os.path.isdir(log):
+        return False
+    return any(name.endswith((".json", ".checkpoint.parquet")) and name[:20].isdigit() for name in os.listdir(log))
+
+
+def _check_new_table_path(path: str) -> None:
+    """A table can be created at path: no dangling link there, and no file where a folder must be."""
+    if os.path.lexists(path) and not os.path.exists(path):
+        raise TableError(f"{path!r} is a link to nothing. Remove it or choose another --table path.")
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise TableError(f"Cannot create a table at {path!r}: {parent!r} is a file, not a folder. Choose another --table path.")
+    if parent and not os.access(parent, os.W_OK | os.X_OK):
+        raise TableError(f"Cannot create a table at {path!r}: {parent!r} is not writable. Choose another --table path.")
 
 
 def _ledger(table: DeltaTable | None) -> list[dict[str, Any]]:
@@ -336,14 +364,15 @@ def _line_batches(
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(lines, set-aside lines) for each batch of about batch_records lines of the files."""
     pending: list[Chunk] = []
-    size = 0
+    size = volume = 0
     for file in files:
         for chunk in read_chunks(file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes):
             pending.append(chunk)
             size += len(chunk.lines)
-            if size >= batch_records:
+            volume += sum(map(len, chunk.lines))
+            if size >= batch_records or volume >= _BATCH_BYTES:
                 yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
-                pending, size = [], 0
+                pending, size, volume = [], 0, 0
         if progress is not None:
             progress.update(file.size)
     if pending:
@@ -627,13 +656,18 @@ def _run(
     capped: set[str] = set()
 
     def process(lines: pa.Table, set_aside: pa.Table) -> None:
-        flat = flatten_batch(con, lines, limits=limits, user_columns=user_columns)
+        for flat in _flattened(con, lines, limits, user_columns):
+            handle(flat, set_aside)
+            set_aside = set_aside.slice(0, 0)
+
+    def handle(flat: FlatBatch, set_aside: pa.Table) -> None:
         summary.records += flat.records + set_aside.num_rows
-        fresh = deduplicator.new_rows(flat.events)
-        summary.written += fresh.num_rows
-        summary.duplicates += flat.events.num_rows - fresh.num_rows
-        if fresh.num_rows:
-            on_events(fresh)
+        if flat.events.num_rows:
+            fresh = deduplicator.new_rows(flat.events)
+            summary.written += fresh.num_rows
+            summary.duplicates += flat.events.num_rows - fresh.num_rows
+            if fresh.num_rows:
+                on_events(fresh)
         quarantined = _quarantine_table(flat, set_aside, summary.load_id, ingested_at)
         if quarantined.num_rows:
             kinds = Counter(quarantined.column("kind").to_pylist())
@@ -656,6 +690,38 @@ def _run(
     summary.capped_keys = sorted(capped)
 
 
+def _flattened(
+    con: duckdb.DuckDBPyConnection, lines: pa.Table, limits: FlattenLimits, user_columns: UserColumns
+) -> Iterator[FlatBatch]:
+    """Flatten a batch; if it does not fit the engine's memory limit, flatten its halves instead.
+
+    Records with huge user objects can make one batch need far more memory
+    than its size on disk; a single record that still does not fit is
+    rejected with that reason rather than failing the load.
+    """
+    try:
+        yield flatten_batch(con, lines, limits=limits, user_columns=user_columns)
+        return
+    except duckdb.OutOfMemoryException:
+        if lines.num_rows > 1:
+            half = lines.num_rows // 2
+            yield from _flattened(con, lines.slice(0, half), limits, user_columns)
+            yield from _flattened(con, lines.slice(half), limits, user_columns)
+            return
+    row = lines.to_pylist()[0]
+    rejected = pa.table(
+        {
+            "kind": ["rejected"],
+            "reason": ["too large to flatten: the record needs more memory than the load may use"],
+            "trigger": pa.nulls(1, pa.string()),
+            "raw": [(row["raw"] or "")[:1024]],
+            "source_file": [row["source_file"]],
+            "source_line": pa.array([row["source_line"]], pa.int64()),
+        }
+    )
+    yield FlatBatch(events=pa.table({}), quarantine=rejected, records=1)
+
+
 def _reason_key(reason: str) -> str:
     """The kind of problem (the text before the first colon), so counts group by kind, not by value."""
     return reason.split(":", 1)[0]
@@ -673,7 +739,7 @@ def _table_schema(existing: list[str], seen: dict[str, pa.Field], delta: DeltaTa
 
 
 def _open_quarantine(root: str) -> DeltaTable | None:
-    if os.path.isdir(os.path.join(root, "_delta_log")):
+    if _has_commit(root):
         return DeltaTable(root)
     return None
 
@@ -1031,10 +1097,24 @@ def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0)
     if min_age_hours < 0:
         raise ParameterError(f"min_age_hours must be 0 or more, not {min_age_hours}.")
     uri = _table_uri(table)
-    delta = _open_table(uri, must_exist=True)
-    assert delta is not None
+    delta = _open_table(uri, must_exist=False)
+    if delta is None and not os.path.isdir(uri):
+        raise TableError(f"There is no table at {uri!r}: nothing to clean up.")
     cutoff = time.time() - min_age_hours * 3600
     found: list[str] = []
+    if delta is None:
+        # No load ever committed: every data file here was left by one that did not.
+        for root, _, names in os.walk(uri):
+            for name in names:
+                path = os.path.join(root, name)
+                relative = os.path.relpath(path, uri)
+                if name.endswith(".parquet") and not relative.startswith("_delta_log"):
+                    if os.path.getmtime(path) <= cutoff:
+                        found.append(relative)
+        if not dry_run:
+            for relative in found:
+                os.remove(os.path.join(uri, relative))
+        return sorted(found)
     for root, prefix in ((delta, ""), (_open_quarantine(os.path.join(uri, QUARANTINE_DIR)), QUARANTINE_DIR + "/")):
         if root is None:
             continue
@@ -1042,6 +1122,12 @@ def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0)
             path = os.path.join(uri, prefix + relative)
             if os.path.isfile(path) and os.path.getmtime(path) <= cutoff:
                 found.append(prefix + relative)
+    quarantine_root = os.path.join(uri, QUARANTINE_DIR)
+    if _open_quarantine(quarantine_root) is None and os.path.isdir(quarantine_root):
+        for name in os.listdir(quarantine_root):
+            path = os.path.join(quarantine_root, name)
+            if name.endswith(".parquet") and os.path.getmtime(path) <= cutoff:
+                found.append(f"{QUARANTINE_DIR}/{name}")
     if not dry_run:
         for relative in found:
             os.remove(os.path.join(uri, relative))
