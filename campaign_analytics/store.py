@@ -882,6 +882,9 @@ def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
             columns[name] = _user_series(array)
         elif pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
             columns[name] = pd.Series(array.to_pylist(), dtype=object)
+        elif pa.types.is_integer(array.type) and array.null_count:
+            # Nullable integers stay integers (float64 would turn 3 into 3.0).
+            columns[name] = array.to_pandas(types_mapper={array.type: pd.Int64Dtype() if array.type == pa.int64() else pd.Int32Dtype()}.get)
         elif pa.types.is_date(array.type):
             columns[name] = pd.Series(array.to_pandas(date_as_object=True), dtype=object)
         else:
