@@ -10,16 +10,47 @@ own ``delta`` extension (it downloads itself at run time). By default its
 current data files, as listed by the Delta log, are read by the engine's own
 Parquet reader; ``DeltaTable.to_pyarrow_dataset()`` is the fallback for tables
 whose plain files are not the table (deletion vectors, column mapping).
+
+Spark
+-----
+``backend="spark"`` uses the active Spark session, else a new local one;
+``backend=`` also takes a ``SparkSession`` or an Ibis PySpark connection.
+Spark reads exactly the Parquet files the Delta log lists as live, with the
+table's own schema from the log (no ``delta-spark`` needed); a table whose
+plain files are not the table goes through Spark's Delta reader, which the
+session must then have.
+
+Time zones: every timestamp is an instant and comes back in UTC on every
+backend. A Spark session this module starts itself runs in UTC. A session
+or connection you pass (or an active session) keeps its
+``spark.sql.session.timeZone``: nothing here changes it, and nothing depends
+on it, because the expressions never format, parse or truncate a timestamp
+in the session's zone (they work on epoch milliseconds) and :func:`execute`
+fetches timestamp columns as epoch microseconds and rebuilds them as UTC.
+One caveat is Ibis' own ``.to_pandas()`` on Spark: it returns timestamps as
+naive wall-clock times of the session's zone; use :func:`execute` for UTC
+values whatever that zone is.
+
+Percentiles are exact on Spark too (``percentile``: linear interpolation,
+like DuckDB's ``quantile_cont`` and numpy's default), equal to DuckDB's to
+1e-9 s. The approximate ones (``time_to_delivery(..., approximate=True)``,
+columns ``ttd_p50_approx`` ...) are DuckDB's t-digest ``approx_quantile``
+and Spark's ``percentile_approx`` (accuracy 10,000: rank error 1/10,000; it
+returns a value of the data, never an interpolation). Tolerance, on either
+engine: the rank of an approximate p-quantile among the group's n measured
+items is within max(0.01, 1/n) of p; e.g. in a large group the approximate
+p90 lies between the exact p89 and p91.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -27,6 +58,9 @@ import ibis.expr.operations as ops
 import pandas as pd
 
 from campaign_analytics.errors import BackendError, ParameterError, TableError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -40,6 +74,19 @@ __all__ = [
 ]
 
 _TIMESTAMP: Final = dt.Timestamp(timezone="UTC")
+
+# Session settings ibis.pyspark.connect() overwrites; a caller's session gets
+# its own values back (see _connect_spark).
+_SPARK_SETTINGS_IBIS_CHANGES: Final[tuple[str, ...]] = (
+    "spark.sql.session.timeZone",
+    "spark.sql.mapKeyDedupPolicy",
+)
+# Configuration of a Spark session events_table() starts itself.
+_OWN_SPARK_CONFIG: Final[dict[str, str]] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+}
 
 EVENT_COLUMNS: Final[Mapping[str, dt.DataType]] = {
     "event_id": dt.string,
@@ -168,9 +215,30 @@ def execute(expr: ibis.Expr) -> pd.DataFrame:
     if not isinstance(expr, ibis.Table):
         raise ParameterError(f"execute() needs an Ibis table expression, got {type(expr).__name__}")
     bound = expr.op().find(ops.DatabaseTable)
-    if bound:
-        return bound[0].source.to_pandas(expr)
-    return _default_backend().to_pandas(expr)
+    if not bound:
+        return _default_backend().to_pandas(expr)
+    con = bound[0].source
+    if con.name == "pyspark":
+        return _execute_spark(con, expr)
+    return con.to_pandas(expr)
+
+
+def _execute_spark(con: ibis.BaseBackend, expr: ibis.Table) -> pd.DataFrame:
+    """Run ``expr`` on Spark with every timestamp column fetched as UTC.
+
+    Spark hands timestamps to pandas as naive wall-clock times of the
+    session's time zone; epoch microseconds do not depend on it.
+    """
+    schema = expr.schema()
+    timestamps = [name for name, dtype in schema.items() if dtype.is_timestamp()]
+    if not timestamps:
+        return con.to_pandas(expr)
+    micros = _epoch_function("unix_micros")
+    frame = con.to_pandas(expr.mutate(**{name: micros(expr[name]) for name in timestamps}))
+    for name in timestamps:
+        values = pd.to_datetime(frame[name].astype("Int64"), unit="us", utc=True)
+        frame[name] = values.astype("datetime64[us, UTC]")
+    return frame
 
 
 def backend_name(table: ibis.Table) -> str:
@@ -206,21 +274,23 @@ def epoch_milliseconds(value: ibis.TimestampValue, *, backend: str) -> ibis.Inte
     function = _EPOCH_MS_FUNCTIONS.get(backend)
     if function is None:
         return (value.epoch_seconds().cast(dt.float64) * 1000).round().cast(dt.int64)
-    return _epoch_ms_function(function)(value)
+    return _epoch_function(function)(value)
 
 
 @functools.cache
-def _epoch_ms_function(name: str) -> Callable[..., ibis.Value]:
-    def epoch_ms(value: object) -> object:  # the body never runs: a builtin
+def _epoch_function(name: str) -> Callable[..., ibis.Value]:
+    """A native "timestamp -> int64 since the epoch" function (``epoch_ms``, ``unix_micros``, ...)."""
+
+    def epoch(value: object) -> object:  # the body never runs: a builtin
         ...
 
-    return ibis.udf.scalar.builtin(epoch_ms, name=name, signature=((_TIMESTAMP,), dt.int64))
+    return ibis.udf.scalar.builtin(epoch, name=name, signature=((_TIMESTAMP,), dt.int64))
 
 
 def events_table(
     source: str | Path | pd.DataFrame | ibis.Table,
     *,
-    backend: ibis.BaseBackend | str | None = None,
+    backend: ibis.BaseBackend | SparkSession | str | None = None,
     scan: Literal["auto", "parquet", "arrow"] = "auto",
 ) -> ibis.Table:
     """Open the events table as a (lazy) Ibis table.
@@ -233,10 +303,12 @@ def events_table(
         after a check of its columns).
     backend
         Where a path or DataFrame is registered: an Ibis backend (connection),
-        or ``"duckdb"`` (default: a new in-process connection with
-        ``TimeZone = 'UTC'``) or ``"spark"`` (the active Spark session, or a
-        new local one, with ``spark.sql.session.timeZone = UTC``). A backend
-        you pass yourself must run its session in UTC.
+        a ``pyspark.sql.SparkSession``, or ``"duckdb"`` (default: a new
+        in-process connection with ``TimeZone = 'UTC'``) or ``"spark"`` (the
+        active Spark session, else a new local one in UTC, web UI off, log
+        level ERROR). A Spark session you pass, or the active one, keeps its
+        own ``spark.sql.session.timeZone``; results are in UTC whatever it is
+        (see the module notes).
     scan
         DuckDB only: how the Delta table's data files are read. ``"parquet"``
         lists the table's current data files with ``deltalake`` and reads them
@@ -298,30 +370,80 @@ def events_table(
     )
 
 
-def _backend(backend: ibis.BaseBackend | str | None) -> ibis.BaseBackend:
-    """The Ibis backend ``backend`` names (or is)."""
+def _backend(backend: Any) -> ibis.BaseBackend:
+    """The Ibis backend ``backend`` names (or is, or wraps: a SparkSession)."""
     if backend is None or backend == "duckdb":
         return duckdb_backend()
-    if backend in ("spark", "pyspark"):
+    if isinstance(backend, str) and backend in ("spark", "pyspark"):
         return _spark_backend()
     if isinstance(backend, ibis.BaseBackend):
         return backend
-    raise ParameterError(f"backend must be 'duckdb', 'spark' or an Ibis backend, got {backend!r}")
+    if _is_spark_session(backend):
+        return _connect_spark(backend)
+    raise ParameterError(
+        f"backend must be 'duckdb', 'spark', a SparkSession or an Ibis backend, got {backend!r}"
+    )
+
+
+def _is_spark_session(value: object) -> bool:
+    """Whether ``value`` is a PySpark session (classic, or Spark Connect where installed)."""
+    classes: list[type] = []
+    with contextlib.suppress(ImportError):
+        from pyspark.sql import SparkSession
+
+        classes.append(SparkSession)
+    with contextlib.suppress(Exception):  # Spark Connect needs extra packages
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        classes.append(ConnectSession)
+    return bool(classes) and isinstance(value, tuple(classes))
 
 
 def _spark_backend() -> ibis.BaseBackend:
+    """The active Spark session (left as configured), else a new local one in UTC."""
     try:
+        from pyspark import SparkContext
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise BackendError(
             "the spark backend needs PySpark: pip install 'campaign-analytics[spark]' (and a Java runtime)"
         ) from exc
+    session = SparkSession.getActiveSession()
+    if session is None and SparkContext._active_spark_context is not None:
+        # A running Spark application whose session is not active in this
+        # thread: the caller's, so take it as it is (a builder given our
+        # settings would apply them to it).
+        session = SparkSession.builder.getOrCreate()
+    if session is not None:
+        return _connect_spark(session)
     try:
-        session = SparkSession.getActiveSession() or SparkSession.builder.appName("campaign-analytics").getOrCreate()
+        builder = SparkSession.builder.appName("campaign-analytics")
+        for key, value in _OWN_SPARK_CONFIG.items():
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
     except Exception as exc:
-        raise BackendError(f"could not start a Spark session (is Java installed?): {exc}") from exc
-    session.conf.set("spark.sql.session.timeZone", "UTC")
+        raise BackendError(f"could not start a Spark session (is Java 17 or newer installed?): {exc}") from exc
+    session.sparkContext.setLogLevel("ERROR")
     return ibis.pyspark.connect(session)
+
+
+def _connect_spark(session: Any) -> ibis.BaseBackend:
+    """An Ibis connection to a caller's Spark session, leaving its settings as they were.
+
+    ``ibis.pyspark.connect`` sets the session's time zone to UTC (and its
+    map key policy); the caller's values are put back, as nothing here
+    depends on them.
+    """
+    before = {key: session.conf.get(key, None) for key in _SPARK_SETTINGS_IBIS_CHANGES}
+    try:
+        return ibis.pyspark.connect(session)
+    finally:
+        for key, value in before.items():
+            with contextlib.suppress(Exception):  # a setting the platform does not allow
+                if value is None:
+                    session.conf.unset(key)
+                else:
+                    session.conf.set(key, value)
 
 
 def _check_event_columns(columns: Any, *, what: str) -> None:
@@ -389,7 +511,7 @@ def frame_to_arrow(frame: pd.DataFrame, *, what: str = "the DataFrame") -> Any:
     return table
 
 
-def _open_delta(path: Path, backend: ibis.BaseBackend | str | None, scan: str) -> ibis.Table:
+def _open_delta(path: Path, backend: Any, scan: str) -> ibis.Table:
     import deltalake
     from deltalake.exceptions import TableNotFoundError
 
@@ -409,16 +531,25 @@ def _open_delta(path: Path, backend: ibis.BaseBackend | str | None, scan: str) -
     name = f"events_{uuid.uuid4().hex}"
     exact = _plain_parquet_is_exact(table)
     if con.name == "pyspark" and exact:
-        # The table's current files, listed by deltalake: no delta-spark needed.
-        session = con._session
-        frame = session.read.option("basePath", str(path)).option("mergeSchema", "true").parquet(*table.file_uris())
-        frame.createOrReplaceTempView(name)
+        try:
+            _spark_data_files(con._session, table, path).createOrReplaceTempView(name)
+        except Exception as exc:
+            raise BackendError(f"Spark could not read the data files of the Delta table at {path}: {exc}") from exc
         return con.table(name).select(*columns)
     if con.name != "duckdb":
         try:
             return con.read_delta(str(path), table_name=name)
         except Exception as exc:
-            raise BackendError(f"the {con.name} backend could not read the Delta table at {path}: {exc}") from exc
+            hint = (
+                " Its data files alone are not the table (deletion vectors or column mapping), so Spark "
+                "needs its Delta reader: start the session with the delta-spark package and "
+                "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension."
+                if con.name == "pyspark"
+                else ""
+            )
+            raise BackendError(
+                f"the {con.name} backend could not read the Delta table at {path}: {exc}.{hint}"
+            ) from exc
 
     if scan == "auto":
         scan = "parquet" if exact else "arrow"
@@ -426,6 +557,27 @@ def _open_delta(path: Path, backend: ibis.BaseBackend | str | None, scan: str) -
         con.con.register(name, table.to_pyarrow_dataset())
         return con.table(name)
     return _read_data_files(con, table, name, columns)
+
+
+def _spark_data_files(session: Any, table: Any, path: Path) -> Any:
+    """A Spark DataFrame of the table's live data files, typed by the Delta schema.
+
+    The files are the ones the Delta log lists (no ``delta-spark`` needed);
+    the schema comes from the log too, so Spark neither reads every file's
+    footer to merge schemas nor guesses the partition column's type, and a
+    column no live file holds reads as null.
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    schema = table.schema().to_arrow()
+    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
+        schema = pa.schema(schema)
+    spark_schema = from_arrow_schema(schema)
+    files = table.file_uris()
+    if not files:
+        return session.createDataFrame([], spark_schema)
+    return session.read.schema(spark_schema).option("basePath", str(path)).parquet(*files)
 
 
 def _plain_parquet_is_exact(table: Any) -> bool:
