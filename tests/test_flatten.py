@@ -106,7 +106,6 @@ def test_core_column_types_in_the_table(tmp_path):
         make_event("after_campaign_completed", totalTargets=10, sentCount=9, failedCount=1),
     ]
     _, schema, _ = stored_rows(tmp_path, events)
-    ts = pa.timestamp("ms", tz="UTC")
     expected = {
         "event_id": pa.string(), "trigger": pa.string(), "entity": pa.string(), "stage": pa.string(),
         "app_id": pa.string(), "region": pa.string(), "webhook_id": pa.string(), "campaign_id": pa.string(),
