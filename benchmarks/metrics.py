@@ -16,14 +16,14 @@ fresh process on the same Delta table:
 * ``hand``:  one hand-written DuckDB SQL query over the table's live Parquet
   files (listed from the Delta log with ``deltalake``), computing the same
   numbers the way someone who knows the events table would write it;
-* ``ours``:  ``items(events_table(path))``, ``engagement(...)`` and
-  ``time_to_delivery(...)`` on the default in-process DuckDB;
+* ``ours``:  ``items(events_table(path))`` then ``summary(...)`` (engagement and
+  time_to_delivery in one pass) on the default in-process DuckDB;
 * ``spark``: the same three calls on a local Spark session (``local[2]``,
   ``--spark-partitions`` shuffle partitions, ``--spark-memory`` driver heap).
   Session start-up is reported apart and not counted in its seconds.
 
 Each contender runs ``--repeat`` times in its process and reports its best
-time; peak RSS comes from ``resource.getrusage`` in that process, plus, for
+time; peak RSS is that process's own (``VmHWM``, reset at its start), plus, for
 Spark, the peak RSS (``VmHWM``) of its Java process (the sum of two peaks, so
 an upper bound). The numbers of all contenders are checked against each
 other: counts and rates identical, mean and percentiles within 1e-9 s. The
@@ -151,19 +151,15 @@ def _run_hand(table: str, memory_limit: str | None = None) -> Any:
 
 
 def _run_ours(table: str, backend: Any = None, split: list[float] | None = None) -> Any:
-    """items -> engagement and time_to_delivery; ``split`` receives the two calls' seconds."""
+    """items -> summary: engagement and time_to_delivery computed in one pass over the items.
+
+    ``split`` is kept for the report's shape; one pass has nothing to split.
+    """
     from campaign_analytics.backends import events_table
     from campaign_analytics.items import items
-    from campaign_analytics.metrics import engagement, time_to_delivery
+    from campaign_analytics.metrics import summary
 
-    start = time.perf_counter()
-    per_item = items(events_table(table, backend=backend))
-    rates = engagement(per_item, by=KEYS)
-    middle = time.perf_counter()
-    latency = time_to_delivery(per_item, by=KEYS)
-    if split is not None:
-        split[:] = [middle - start, time.perf_counter() - middle]
-    return rates.merge(latency, on=KEYS, how="outer")
+    return summary(items(events_table(table, backend=backend)), by=KEYS)
 
 
 def _spark_session(partitions: int, memory: str) -> Any:
@@ -207,11 +203,29 @@ def _descendants_peak_rss() -> int:
     return total
 
 
+def _own_peak_rss() -> int:
+    """Peak RSS of this process in bytes (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _child(args: argparse.Namespace) -> None:
     """Run one contender ``--repeat`` times; print one JSON line; write the result frame."""
     import warnings
 
     warnings.filterwarnings("ignore")
+    # A process starts with the peak RSS of the parent it was forked from; reset it.
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
     # Imports are not part of the timing.
     import deltalake  # noqa: F401
     import duckdb  # noqa: F401
@@ -231,8 +245,9 @@ def _child(args: argparse.Namespace) -> None:
         from campaign_analytics.backends import duckdb_backend
 
         def run() -> Any:
-            config = {"memory_limit": args.duckdb_memory_limit} if args.duckdb_memory_limit else {}
-            return _run_ours(args.input, backend=duckdb_backend(**config), split=split)
+            # Without --duckdb-memory-limit: the library's default connection, as users get it.
+            backend = duckdb_backend(memory_limit=args.duckdb_memory_limit) if args.duckdb_memory_limit else None
+            return _run_ours(args.input, backend=backend, split=split)
     else:
 
         def run() -> Any:
@@ -247,7 +262,7 @@ def _child(args: argparse.Namespace) -> None:
         seconds.append(time.perf_counter() - start)
         if seconds[-1] == min(seconds):
             best_split = list(split)
-    python_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    python_rss = _own_peak_rss()
     jvm_rss = _descendants_peak_rss() if args.child == "spark" else 0
     result[RESULT_COLUMNS].to_parquet(args.result)
     print(json.dumps({"seconds": seconds, "split": best_split, "python_rss": python_rss, "jvm_rss": jvm_rss,
@@ -537,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
     parser.add_argument("--spark-memory", default="2g", help="spark.driver.memory")
     parser.add_argument("--duckdb-memory-limit", default=None,
-                        help="DuckDB memory_limit for hand and ours, e.g. 1GB (default: DuckDB's, 80%% of RAM)")
+                        help="DuckDB memory_limit for hand and ours, e.g. 1GB (default: DuckDB's 80%% of RAM for hand, "
+                             "the library's default for ours)")
     parser.add_argument("--child", choices=("hand", "ours", "spark"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--generate-into", help=argparse.SUPPRESS)

@@ -23,7 +23,7 @@ from .errors import (
 from .charts import use_notebook_renderer
 from .flatten import FlattenLimits
 from .items import items
-from .metrics import campaigns, compare_versions, engagement, time_to_delivery
+from .metrics import campaigns, compare_versions, engagement, summary, time_to_delivery
 from .simulate import SimulationTruth, simulate
 from .store import (
     LoadSummary,
@@ -63,6 +63,7 @@ __all__ = [
     "read_rejected",
     "read_skipped",
     "simulate",
+    "summary",
     "time_to_delivery",
     "use_notebook_renderer",
     "vacuum",

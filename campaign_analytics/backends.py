@@ -157,13 +157,19 @@ _default_lock = threading.Lock()
 _default: list[ibis.BaseBackend] = []
 
 
+# DuckDB would take up to 80% of the machine's memory; metrics on 10M events need far less,
+# and a cap lets it spill instead of growing. Pass your own backend to use more.
+DEFAULT_DUCKDB_MEMORY_LIMIT: Final[str] = "1GB"
+
+
 def duckdb_backend(**config: Any) -> ibis.BaseBackend:
     """Open a new in-process Ibis DuckDB connection whose time zone is UTC.
 
     Parameters
     ----------
     **config
-        DuckDB configuration options, e.g. ``threads=4`` or ``memory_limit="4GB"``.
+        DuckDB configuration options, e.g. ``threads=4`` or ``memory_limit="4GB"``
+        (default memory limit: :data:`DEFAULT_DUCKDB_MEMORY_LIMIT`).
 
     Returns
     -------
@@ -176,6 +182,7 @@ def duckdb_backend(**config: Any) -> ibis.BaseBackend:
     >>> con.raw_sql("SELECT current_setting('TimeZone')").fetchone()[0]
     'UTC'
     """
+    config.setdefault("memory_limit", DEFAULT_DUCKDB_MEMORY_LIMIT)
     con = ibis.duckdb.connect(**config)
     # DATE/HOUR of a TIMESTAMPTZ follow the session time zone; pin it.
     con.raw_sql("SET TimeZone = 'UTC'")

@@ -100,14 +100,12 @@ def _metrics(args: argparse.Namespace) -> int:
 
     from .backends import events_table
     from .items import items
-    from .metrics import engagement, time_to_delivery
+    from .metrics import summary
 
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     per_item = items(events_table(args.table, backend=args.backend) if args.backend else args.table)
-    rates = engagement(per_item, by=by, tz=args.tz)
-    latency = time_to_delivery(per_item, by=by, tz=args.tz, exclude_delivered_on_read=args.exclude_delivered_on_read)
-    keys = [c for c in rates.columns if c in latency.columns and not c.startswith("ttd_")]
-    frame = rates.merge(latency, on=keys, how="outer") if keys else pd.concat([rates, latency], axis=1)
+    frame = summary(per_item, by=by, tz=args.tz, exclude_delivered_on_read=args.exclude_delivered_on_read)
+    keys = by or []
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif args.format == "json":

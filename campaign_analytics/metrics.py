@@ -47,6 +47,7 @@ __all__ = [
     "campaigns",
     "compare_versions",
     "engagement",
+    "summary",
     "time_to_delivery",
 ]
 
@@ -142,16 +143,7 @@ def engagement(
     """
     table = _as_items(items)
     grouped, keys = _with_group_columns(table, by, tz)
-    frame = _stage_counts(grouped, keys)
-    for rate, (numerator, denominator) in RATES.items():
-        successes = frame[numerator].to_numpy(dtype=np.float64)
-        trials = frame[denominator].to_numpy(dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frame[rate] = np.where(trials > 0, successes / trials, np.nan)
-        lower, upper = wilson_interval(successes, trials)
-        frame[f"{rate}_lo"] = lower
-        frame[f"{rate}_hi"] = upper
-    return frame
+    return _with_rates(_aggregate(grouped, keys, _stage_aggregates(grouped)))
 
 
 def time_to_delivery(
@@ -214,22 +206,108 @@ def time_to_delivery(
     """
     table = _as_items(items)
     grouped, keys = _with_group_columns(table, by, tz)
-    measured = grouped.sent_at.notnull() & grouped.delivered_at.notnull()
+    metrics = _delivery_aggregates(grouped, exclude_delivered_on_read, approximate)
+    return _with_percentiles(_aggregate(grouped, keys, metrics), approximate)
+
+
+def summary(
+    items: ItemsSource,
+    by: str | Sequence[str] | None = None,
+    *,
+    exclude_delivered_on_read: bool = False,
+    approximate: bool = False,
+    tz: str | None = None,
+) -> pd.DataFrame:
+    """:func:`engagement` and :func:`time_to_delivery` side by side, in one pass over the items.
+
+    The same numbers as calling both and merging on the group columns, for
+    about half the work: the engine groups the items once.
+
+    Parameters
+    ----------
+    items, by, tz
+        As for :func:`engagement`.
+    exclude_delivered_on_read, approximate
+        As for :func:`time_to_delivery`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The group columns, the columns of :func:`engagement`, then those of
+        :func:`time_to_delivery`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ts = lambda *s: pd.Series(pd.to_datetime(list(s), unit="s", utc=True), dtype="datetime64[ms, UTC]")
+    >>> frame = pd.DataFrame({"item_id": ["a", "b", "c"], "label": ["x", "x", "y"], "sent_at": ts(0, 0, 0),
+    ...                       "delivered_at": ts(1, 3, None), "read_at": ts(5, None, None)})
+    >>> summary(frame, by="label")[["label", "sent", "read_rate", "ttd_n", "ttd_p50"]]
+      label  sent  read_rate  ttd_n  ttd_p50
+    0     x     2        0.5      2      2.0
+    1     y     1        0.0      0      NaN
+    """
+    table = _as_items(items)
+    grouped, keys = _with_group_columns(table, by, tz)
+    metrics = {**_stage_aggregates(grouped), **_delivery_aggregates(grouped, exclude_delivered_on_read, approximate)}
+    return _with_percentiles(_with_rates(_aggregate(grouped, keys, metrics)), approximate)
+
+
+def _stage_aggregates(table: ibis.Table) -> dict[str, ibis.Value]:
+    return {
+        "sent": table.count(),
+        "delivered": table.count(where=table.delivered),
+        "read": table.count(where=table.read),
+        "interacted": table.count(where=table.interacted),
+        "clicked": table.count(where=table.clicked),
+    }
+
+
+def _delivery_aggregates(table: ibis.Table, exclude_delivered_on_read: bool, approximate: bool) -> dict[str, ibis.Value]:
+    measured = table.sent_at.notnull() & table.delivered_at.notnull()
     if exclude_delivered_on_read:
-        measured = measured & ~grouped.delivered_on_read
-    seconds = grouped.time_to_delivery_s
+        measured = measured & ~table.delivered_on_read
+    seconds = table.time_to_delivery_s
     quantiles = [q for _, q in _PERCENTILES]
     if approximate:
         percentiles = seconds.approx_quantile(quantiles, where=measured)
     else:
         percentiles = seconds.quantile(quantiles, where=measured)
-    metrics = {
+    return {
         "ttd_n": seconds.count(where=measured),
         "ttd_mean": seconds.mean(where=measured),
         "_percentiles": percentiles,
     }
-    expr = grouped.group_by(keys).aggregate(**metrics) if keys else grouped.aggregate(**metrics)
-    frame = _to_frame(expr, keys)
+
+
+def _aggregate(table: ibis.Table, keys: list[str], metrics: dict[str, ibis.Value]) -> pd.DataFrame:
+    expr = table.group_by(keys).aggregate(**metrics) if keys else table.aggregate(**metrics)
+    return _to_frame(expr, keys)
+
+
+def _integer_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in _STAGE_COUNTS:
+        frame[column] = frame[column].fillna(0).astype("int64")
+    return frame
+
+
+def _with_rates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stage counts as integers, then every rate with its Wilson interval."""
+    frame = _integer_counts(frame)
+    for rate, (numerator, denominator) in RATES.items():
+        successes = frame[numerator].to_numpy(dtype=np.float64)
+        trials = frame[denominator].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frame[rate] = np.where(trials > 0, successes / trials, np.nan)
+        lower, upper = wilson_interval(successes, trials)
+        frame[f"{rate}_lo"] = lower
+        frame[f"{rate}_hi"] = upper
+    return frame
+
+
+def _with_percentiles(frame: pd.DataFrame, approximate: bool) -> pd.DataFrame:
+    """The engine's list of percentiles as ttd_p50 / ttd_p90 / ttd_p99 (``_approx`` when approximate)."""
+    quantiles = [q for _, q in _PERCENTILES]
     suffix = "_approx" if approximate else ""
     values = [_as_list(v, len(quantiles)) for v in frame.pop("_percentiles")]
     matrix = np.array(values, dtype=np.float64).reshape(len(frame), len(quantiles))
@@ -324,7 +402,7 @@ def compare_versions(
         raise ParameterError(f"by={by!r} is also in within={within_columns}: compare across a column, not within it")
     table = _as_items(items)
     grouped, keys = _with_group_columns(table, [*within_columns, by], None)
-    counts = _stage_counts(grouped, keys)
+    counts = _integer_counts(_aggregate(grouped, keys, _stage_aggregates(grouped)))
     counts = counts[counts[by].notna()]
     numerator, denominator = RATES[metric]
 
@@ -660,21 +738,6 @@ def _offset_steps(key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------- aggregation
-
-
-def _stage_counts(table: ibis.Table, keys: list[str]) -> pd.DataFrame:
-    metrics = {
-        "sent": table.count(),
-        "delivered": table.count(where=table.delivered),
-        "read": table.count(where=table.read),
-        "interacted": table.count(where=table.interacted),
-        "clicked": table.count(where=table.clicked),
-    }
-    expr = table.group_by(keys).aggregate(**metrics) if keys else table.aggregate(**metrics)
-    frame = _to_frame(expr, keys)
-    for column in _STAGE_COUNTS:
-        frame[column] = frame[column].fillna(0).astype("int64")
-    return frame
 
 
 def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:

@@ -302,6 +302,23 @@ def test_engagement_equals_the_truth(world: World, kind: str) -> None:
             assert (rate_values[known] <= hi[known]).all(), f"{rate}_hi below the rate, by={by}"
 
 
+@pytest.mark.parametrize("exclude", [False, True], ids=["all", "exclude_on_read"])
+def test_summary_equals_engagement_and_time_to_delivery_of_the_truth(world: World, exclude: bool) -> None:
+    """The one-pass summary gives the truth's engagement and time-to-delivery numbers side by side."""
+    for by in groupings(world.truth, "table"):
+        got = ca.summary(world.table, by, exclude_delivered_on_read=exclude)
+        rates = world.truth.engagement(by)
+        latency = world.truth.time_to_delivery(by, exclude_delivered_on_read=exclude)
+        assert key_tuples(got, by) == key_tuples(rates, by) == key_tuples(latency, by), f"groups of by={by}"
+        for column in COUNTS:
+            assert got[column].tolist() == rates[column].tolist(), f"{column}, by={by}"
+        for rate in RATES:
+            assert_floats_close(got[rate], rates[rate], 1e-12, f"{rate}, by={by}")
+        assert got["ttd_n"].tolist() == latency["ttd_n"].tolist(), f"ttd_n, by={by}"
+        for column in TTD_STATS:
+            assert_floats_close(got[column], latency[column], 1e-6, f"{column}, by={by}")
+
+
 # ---------------------------------------------------------------- time to delivery
 
 
