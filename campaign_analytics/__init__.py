@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+from .charts import use_notebook_renderer
 from .errors import (
     BackendError,
     CampaignAnalyticsError,
@@ -20,7 +21,6 @@ from .errors import (
     SourceError,
     TableError,
 )
-from .charts import use_notebook_renderer
 from .flatten import FlattenLimits
 from .items import items
 from .metrics import campaigns, compare_versions, engagement, summary, time_to_delivery

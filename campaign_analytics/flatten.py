@@ -257,10 +257,6 @@ class UserColumns:
         self.new[name] = pointer
         return name
 
-    def names(self) -> set[str]:
-        """Every user column known."""
-        return set(self.paths.values())
-
 
 @dataclass(slots=True)
 class FlatBatch:
@@ -278,7 +274,6 @@ class FlatBatch:
     too_deep: int = 0
 
 
-
 def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) -> tuple[pa.Table, pa.Table]:
     """Raw lines of some chunks as an Arrow table (raw, source_file, source_line).
 
@@ -294,6 +289,7 @@ def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) ->
     """
     batches = []
     bad: dict[str, list[Any]] = {k: [] for k in ("kind", "reason", "trigger", "raw", "source_file", "source_line")}
+
     def set_aside(reason: str, raw: bytes, line: int) -> None:
         bad["kind"].append("rejected")
         bad["reason"].append(reason)
