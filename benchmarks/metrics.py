@@ -58,19 +58,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from campaign_analytics.metrics import RATES
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 
 KEYS: list[str] = ["template_id", "template_version", "label", "channel_type"]
 COUNTS: list[str] = ["sent", "delivered", "read", "interacted", "clicked"]
-RATES: dict[str, tuple[str, str]] = {
-    "delivery_rate": ("delivered", "sent"),
-    "read_rate": ("read", "sent"),
-    "interaction_rate": ("interacted", "sent"),
-    "click_rate": ("clicked", "sent"),
-    "read_rate_of_delivered": ("read", "delivered"),
-    "click_rate_of_delivered": ("clicked", "delivered"),
-}
 LATENCY: list[str] = ["ttd_mean", "ttd_p50", "ttd_p90", "ttd_p99"]
 RESULT_COLUMNS: list[str] = [*KEYS, *COUNTS, *RATES, "ttd_n", *LATENCY]
 TOLERANCE = 1e-9  # seconds, for the mean and the percentiles
