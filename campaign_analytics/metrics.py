@@ -250,7 +250,9 @@ def summary(
     table = _as_items(items)
     grouped, keys = _with_group_columns(table, by, tz)
     metrics = {**_stage_aggregates(grouped), **_delivery_aggregates(grouped, exclude_delivered_on_read, approximate)}
-    return _with_percentiles(_with_rates(_aggregate(grouped, keys, metrics)), approximate)
+    frame = _with_percentiles(_with_rates(_aggregate(grouped, keys, metrics)), approximate)
+    latency = [c for c in frame.columns if c.startswith("ttd_")]
+    return frame[[c for c in frame.columns if c not in latency] + latency]
 
 
 def _stage_aggregates(table: ibis.Table) -> dict[str, ibis.Value]:
