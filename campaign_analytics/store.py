@@ -395,15 +395,14 @@ def _quarantine_table(flat: FlatBatch, set_aside: pa.Table, load_id: str, ingest
     rows = pa.concat_tables([p.select(["kind", "reason", "trigger", "raw", "source_file", "source_line"]).cast(
         pa.schema([QUARANTINE_SCHEMA.field(n) for n in ("kind", "reason", "trigger", "raw", "source_file", "source_line")])
     ) for p in parts])
+    return _with_provenance(rows, load_id, ingested_at)
+
+
+def _with_provenance(rows: pa.Table, load_id: str | None, ingested_at: dt.datetime) -> pa.Table:
+    """The rows with load_id and ingested_at appended (load_id is null for an in-memory load)."""
     n = rows.num_rows
-    rows = rows.append_column(QUARANTINE_SCHEMA.field("load_id"), pa.array([load_id] * n, pa.string()))
-    return rows.append_column(QUARANTINE_SCHEMA.field("ingested_at"), pa.array([ingested_at] * n, QUARANTINE_SCHEMA.field("ingested_at").type))
-
-
-def _with_provenance(events: pa.Table, load_id: str, ingested_at: dt.datetime) -> pa.Table:
-    n = events.num_rows
-    events = events.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.array([load_id] * n, pa.string()))
-    return events.append_column(
+    rows = rows.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.array([load_id] * n, pa.string()))
+    return rows.append_column(
         PROVENANCE_COLUMNS.field("ingested_at"), pa.array([ingested_at] * n, PROVENANCE_COLUMNS.field("ingested_at").type)
     )
 
@@ -560,10 +559,8 @@ def ingest(
     summary = LoadSummary(load_id=load_id, table=uri, started_at=started.isoformat())
     already = {f["hash"] for entry in _ledger(delta) for f in entry.get("file_list", []) if f.get("status") == "loaded"}
     to_read: list[PayloadFile] = []
-    hashes: dict[str, str] = {}
     for file in files:
         digest = file.content_hash()
-        hashes[file.path] = digest
         if digest in already and not force:
             summary.files_unchanged += 1
             summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "unchanged"})
@@ -610,7 +607,7 @@ def ingest(
             summary.finished_at = finished.isoformat()
             summary.seconds = round((finished - started).total_seconds(), 3)
             current = _open_table(uri, must_exist=False)
-            schema = _table_schema(current.schema().to_arrow().names if current is not None else existing_names, columns_seen, current)
+            schema = _table_schema(current.schema().to_arrow().names if current is not None else existing_names, columns_seen)
             ledger = summary.to_dict(with_files=True)
             ledger["file_list"] = ledger.pop("file_details")
             ledger["column_paths"] = user_columns.new
@@ -727,7 +724,7 @@ def _reason_key(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def _table_schema(existing: list[str], seen: dict[str, pa.Field], delta: DeltaTable | None) -> pa.Schema:
+def _table_schema(existing: list[str], seen: dict[str, pa.Field]) -> pa.Schema:
     """The table's columns after this load: core, user columns (sorted), raw JSON, provenance."""
     full = {f.name: f for f in CORE_SCHEMA}
     full.update({f.name: f for f in RAW_JSON_COLUMNS})
@@ -938,19 +935,10 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
         )
     finally:
         con.close()
-    arrow = (
-        pa.concat_tables(events, promote_options="default")
-        if events
-        else _table_schema([], {}, None).remove(CORE_SCHEMA.get_field_index(PARTITION_COLUMN)).empty_table()
-    )
-    if not events:
-        arrow = _table_schema([], {}, None).empty_table()
+    if events:
+        arrow = _with_provenance(pa.concat_tables(events, promote_options="default"), None, started)
     else:
-        n = arrow.num_rows
-        arrow = arrow.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.nulls(n, pa.string()))
-        arrow = arrow.append_column(
-            PROVENANCE_COLUMNS.field("ingested_at"), pa.array([started] * n, PROVENANCE_COLUMNS.field("ingested_at").type)
-        )
+        arrow = _table_schema([], {}).empty_table()
     frame = _to_pandas(arrow)
     finished = _now()
     summary.finished_at = finished.isoformat()
