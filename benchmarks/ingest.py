@@ -91,8 +91,8 @@ def _make_input(events: int, work: Path, seed: int) -> Path:
     with open(target, "wb") as out:
         for file in find_files(raw):
             for chunk in read_chunks(file):
-                for line in chunk.lines:
-                    if line.strip() and written < events:
+                for line in chunk.lines.to_pylist():
+                    if line and line.strip() and written < events:
                         out.write(line.strip().replace(b"\n", b" ").replace(b"\r", b" ") + b"\n")
                         written += 1
     shutil.rmtree(raw, ignore_errors=True)

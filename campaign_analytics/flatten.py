@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ParameterError
-from .sources import Chunk, Oversize
+from .sources import Chunk
 from .triggers import STAGE_TIMESTAMP_FIELDS, TRIGGERS
 
 __all__ = [
@@ -299,35 +299,30 @@ def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) ->
         bad["source_line"].append(line)
 
     for chunk in chunks:
-        if not chunk.lines:
+        n = len(chunk)
+        if not n:
             continue
-        lines: list[bytes | None] = list(chunk.lines)
-        if chunk.oversize:
-            for offset, line in enumerate(chunk.lines):
-                if type(line) is Oversize:
-                    set_aside(
-                        f"record too large: {line.size:,} bytes, over max_record_bytes={max_record_bytes:,} "
-                        "(only its first bytes are kept here)",
-                        line, chunk.first_line + offset,
-                    )
-                    lines[offset] = None
-        binary = pa.array(lines, pa.binary())
+        for offset, marker in chunk.oversize.items():
+            set_aside(
+                f"record too large: {marker.size:,} bytes, over max_record_bytes={max_record_bytes:,} "
+                "(only its first bytes are kept here)",
+                marker, chunk.first_line + offset,
+            )
         try:
-            raw = binary.cast(pa.string())
+            raw = chunk.lines.cast(pa.large_string() if pa.types.is_large_binary(chunk.lines.type) else pa.string())
         except pa.ArrowInvalid:
             decoded: list[str | None] = []
-            for offset, line in enumerate(lines):
+            for offset, line in enumerate(chunk.lines.to_pylist()):
                 try:
                     decoded.append(None if line is None else line.decode("utf-8"))
                 except UnicodeDecodeError as error:
                     decoded.append(None)
                     set_aside(f"invalid UTF-8: {error.reason} at byte {error.start}", line, chunk.first_line + offset)
             raw = pa.array(decoded, pa.string())
-        n = len(chunk.lines)
         batches.append(
             pa.record_batch(
                 {
-                    "raw": raw,
+                    "raw": raw.cast(pa.string()) if raw.type != pa.string() else raw,
                     "source_file": pa.array([chunk.source_file], pa.string()).take(np.zeros(n, dtype=np.int32)),
                     "source_line": pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64)),
                 }
@@ -773,7 +768,7 @@ def flatten_batch(
     --------
     >>> from campaign_analytics.sources import Chunk
     >>> line = b'{"trigger": "after_feed_item_read", "appId": "a1", "data": {"id": "f1", "readAt": 1780004500, "variables": {"cart": {"items": 2}}}}'
-    >>> lines, _ = lines_table([Chunk("example.ndjson", 1, [line, b"[1, 2]"])])
+    >>> lines, _ = lines_table([Chunk.of("example.ndjson", 1, [line, b"[1, 2]"])])
     >>> flat = flatten_batch(connect(), lines)
     >>> flat.events.column("variables__cart__items").to_pylist(), flat.quarantine.column("reason").to_pylist()
     (['2'], ['not a JSON object: got a JSON array'])

@@ -19,11 +19,14 @@ import hashlib
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import SourceError
 
@@ -76,17 +79,41 @@ class PayloadFile:
 class Chunk:
     """Consecutive raw records of one file.
 
-    ``lines[i]`` is the record at position ``first_line + i``: the line number
-    in an NDJSON file, the 1-based element number in a JSON array, 1 for a
-    single-body file. Blank entries are kept so positions stay exact; the
-    loader passes over them. ``oversize`` counts the entries that are
-    :class:`Oversize` markers instead of records.
+    ``lines`` is an Arrow binary array: entry ``i`` is the record at position
+    ``first_line + i`` (the line number in an NDJSON file, the 1-based element
+    number in a JSON array, 1 for a single-body file). An entry may still end
+    with its line break. Blank entries are kept so positions stay exact; the
+    loader passes over them. A record larger than max_record_bytes is a null
+    entry, and ``oversize`` maps its index in the chunk to an
+    :class:`Oversize` marker.
     """
 
     source_file: str
     first_line: int
-    lines: list[bytes]
-    oversize: int = 0
+    lines: pa.BinaryArray
+    oversize: Mapping[int, Oversize] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, source_file: str, first_line: int, records: Sequence[bytes]) -> Chunk:
+        """A chunk from records as bytes (:class:`Oversize` markers among them stand for oversize ones).
+
+        Examples
+        --------
+        >>> chunk = Chunk.of("a.ndjson", 1, [b'{"trigger": "x"}', b""])
+        >>> len(chunk), chunk.lines.to_pylist()
+        (2, [b'{"trigger": "x"}', b''])
+        """
+        oversize = {i: r for i, r in enumerate(records) if type(r) is Oversize}
+        lines = pa.array([None if i in oversize else r for i, r in enumerate(records)] if oversize else records, pa.binary())
+        return cls(source_file, first_line, lines, oversize)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the records held (oversize ones not counted)."""
+        return int(pc.sum(pc.binary_length(self.lines)).as_py() or 0)
 
 
 def find_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[PayloadFile]:
@@ -243,11 +270,10 @@ def _open(path: str) -> BinaryIO:
 
 
 def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
+    """NDJSON: each read block's complete lines become Arrow arrays over the block's own bytes (no copy per line)."""
     line_number = 1
-    pending: list[bytes] = []
-    first_line = 1
     carry = b""
-    oversize: int | None = None  # bytes seen so far of a line being skipped
+    skipped: int | None = None  # bytes seen so far of an oversize line not kept
     preview = b""
     at_start = True
     while True:
@@ -258,46 +284,56 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
             at_start = False
         if not block:
             break
-        if oversize is not None:
+        if skipped is not None:
             cut = block.find(b"\n")
             if cut < 0:
-                oversize += len(block)
+                skipped += len(block)
                 continue
-            pending.append(_oversize_entry(oversize + cut, preview))
-            oversize = None
+            yield Chunk.of(path, line_number, [_oversize_entry(skipped + cut, preview)])
+            skipped = None
             block = block[cut + 1:]
             line_number += 1
         data = carry + block if carry else block
-        last = data.rfind(b"\n")
-        if last < 0:
-            carry = data
-        else:
-            lines = data[:last].split(b"\n")
-            if last > max_record_bytes:
-                lines = [line if len(line) <= max_record_bytes else _oversize_entry(len(line), line) for line in lines]
-            carry = data[last + 1:]
-            pending.extend(lines)
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+        if len(ends):
+            lines, oversize = _block_lines(data, ends, max_record_bytes)
+            for start in range(0, len(lines), chunk_records):
+                stop = min(start + chunk_records, len(lines))
+                inside = {i - start: marker for i, marker in oversize.items() if start <= i < stop}
+                yield Chunk(path, line_number + start, lines.slice(start, stop - start), inside)
             line_number += len(lines)
+            carry = data[int(ends[-1]) + 1:]
+        else:
+            carry = data
         if len(carry) > max_record_bytes:
-            oversize, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
-        while len(pending) >= chunk_records:
-            yield _chunk(path, first_line, pending[:chunk_records])
-            pending = pending[chunk_records:]
-            first_line += chunk_records
-    if oversize is not None:
-        pending.append(_oversize_entry(oversize, preview))
+            skipped, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
+    if skipped is not None:
+        yield Chunk.of(path, line_number, [_oversize_entry(skipped, preview)])
     elif carry:
-        pending.append(carry)
-    for start in range(0, len(pending), chunk_records):
-        yield _chunk(path, first_line + start, pending[start:start + chunk_records])
+        yield Chunk.of(path, line_number, [carry])
+
+
+def _block_lines(data: bytes, ends: np.ndarray, max_record_bytes: int) -> tuple[pa.BinaryArray, dict[int, Oversize]]:
+    """The complete lines of data (ends: positions of its line feeds), each with its line feed."""
+    offsets = np.empty(len(ends) + 1, dtype=np.int32 if len(data) < 1 << 31 else np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends + 1
+    kind = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
+    lines = pa.Array.from_buffers(kind, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    lengths = np.diff(offsets) - 1
+    too_long = np.flatnonzero(lengths > max_record_bytes)
+    if not len(too_long):
+        return lines, {}
+    oversize = {
+        int(i): _oversize_entry(int(lengths[i]), data[offsets[i]:offsets[i] + OVERSIZE_PREVIEW_BYTES]) for i in too_long
+    }
+    keep = np.ones(len(ends), dtype=bool)
+    keep[too_long] = False
+    return pa.array(lines.to_pylist(), kind, mask=~keep), oversize
 
 
 def _oversize_entry(size: int, preview: bytes) -> Oversize:
     return Oversize(preview[:OVERSIZE_PREVIEW_BYTES], size)
-
-
-def _chunk(path: str, first_line: int, lines: list[bytes]) -> Chunk:
-    return Chunk(path, first_line, lines, sum(1 for line in lines if type(line) is Oversize))
 
 
 def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
@@ -312,7 +348,7 @@ def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_b
         elements = _array_elements(content)
         if elements is not None:
             for first in range(0, len(elements), chunk_records):
-                yield _chunk(path, 1 + first, elements[first:first + chunk_records])
+                yield Chunk.of(path, 1 + first, elements[first:first + chunk_records])
             return
     if len(content) > max_record_bytes:
         first_line = content.split(b"\n", 1)[0]
@@ -323,11 +359,11 @@ def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_b
         size = len(content)
         while block := stream.read(_READ_SIZE):
             size += len(block)
-        yield _chunk(path, 1, [_oversize_entry(size, content)])
+        yield Chunk.of(path, 1, [_oversize_entry(size, content)])
         return
     stripped = content.strip()
     if _is_json(stripped) or not (stripped.count(b"\n") and start == b"{"):
-        yield _chunk(path, 1, [stripped])
+        yield Chunk.of(path, 1, [stripped])
     else:
         yield from _read_lines(path, _ChainedStream(content, stream), chunk_records, max_record_bytes)
 

@@ -368,8 +368,8 @@ def _line_batches(
     for file in files:
         for chunk in read_chunks(file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes):
             pending.append(chunk)
-            size += len(chunk.lines)
-            volume += sum(map(len, chunk.lines))
+            size += len(chunk)
+            volume += chunk.nbytes
             if size >= batch_records or volume >= _BATCH_BYTES:
                 yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
                 pending, size, volume = [], 0, 0
@@ -765,9 +765,32 @@ def events_dataset(table: PathLike) -> Any:
     >>> ca.events_dataset(path).count_rows() > 0
     True
     """
-    delta = _open_table(_table_uri(table), must_exist=True)
+    uri = _table_uri(table)
+    delta = _open_table(uri, must_exist=True)
     assert delta is not None
-    return delta.to_pyarrow_dataset()
+    return _live_files(delta, uri)
+
+
+def _live_files(delta: DeltaTable, root: str) -> Any:
+    """The live Parquet files of a local Delta table as an Arrow dataset, typed by the Delta schema.
+
+    Not ``DeltaTable.to_pyarrow_dataset()``: its file system is implemented in
+    Python, and an Arrow worker thread that drops the last reference to it
+    while the interpreter shuts down aborts the process.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    schema = delta.schema().to_arrow()
+    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
+        schema = pa.schema(schema)
+    partitions = list(delta.metadata().partition_columns)
+    partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partitions]), flavor="hive") if partitions else None
+    files = [f.removeprefix("file://") for f in delta.file_uris()]
+    return ds.dataset(
+        files, schema=schema, format="parquet", partitioning=partitioning, partition_base_dir=root,
+        filesystem=pafs.LocalFileSystem(),
+    )
 
 
 def _as_utc(value: str | dt.date | dt.datetime | pd.Timestamp, *, end: bool) -> tuple[pd.Timestamp, bool]:
@@ -966,7 +989,7 @@ def _read_quarantine(table: PathLike, kind: str, load_id: str | None) -> pd.Data
         if load_id not in committed:
             raise ParameterError(f"No committed load {load_id!r} in {uri!r}; see read_loads() for the load ids.")
         committed = {load_id}
-    arrow = quarantine.to_pyarrow_dataset().to_table(
+    arrow = _live_files(quarantine, os.path.join(uri, QUARANTINE_DIR)).to_table(
         filter=(ds.field("kind") == kind) & ds.field("load_id").isin(sorted(committed))
     )
     arrow = arrow.sort_by([("ingested_at", "ascending"), ("source_file", "ascending"), ("source_line", "ascending")])

@@ -183,7 +183,7 @@ def base_events(rng: random.Random, sim_dir: Path | None = None, *, sim_items: i
         simulate(sim_dir, items=sim_items, seed=rng.randrange(2**31), days=3)
         for file in find_files(str(sim_dir)):
             for chunk in read_chunks(file):
-                pool.extend(orjson.loads(line) for line in chunk.lines if line.strip())
+                pool.extend(orjson.loads(line) for line in chunk.lines.to_pylist() if line and line.strip())
     return pool
 
 

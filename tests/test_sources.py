@@ -27,9 +27,9 @@ def _records(path: Path | str, **options) -> list[tuple[int, bytes]]:
     (file,) = find_files(str(path))
     out = []
     for chunk in read_chunks(file, **options):
-        for offset, line in enumerate(chunk.lines):
-            if line.strip():
-                out.append((chunk.first_line + offset, line))
+        for offset, line in enumerate(chunk.lines.to_pylist()):
+            if line is not None and line.strip():
+                out.append((chunk.first_line + offset, line.rstrip(b"\r\n")))
     return out
 
 

@@ -258,6 +258,20 @@ def test_schema_grows_when_a_later_load_brings_new_keys(tmp_path, table):
     assert s3.new_columns == []
 
 
+def test_events_dataset_reads_live_files_with_arrow_s_own_file_system(tmp_path, table):
+    """The dataset holds no Python-implemented file system: one that an Arrow worker thread releases
+    while the interpreter shuts down aborts the process (seen as a rare exit with SIGABRT)."""
+    import pyarrow.fs as pafs
+
+    ca.ingest(str(write_payload(tmp_path / "a.ndjson", [make_event(id="f1", variables={"a": "1"})])), table)
+    ca.ingest(str(write_payload(tmp_path / "b.ndjson", [make_event(id="f2", variables={"b": "2"})])), table)
+    dataset = ca.events_dataset(table)
+    assert isinstance(dataset.filesystem, pafs.LocalFileSystem)
+    rows = dataset.to_table(columns=["item_id", "variables__a", "variables__b", "event_date"]).to_pylist()
+    assert sorted((r["item_id"], r["variables__a"], r["variables__b"]) for r in rows) == [("f1", "1", None), ("f2", None, "2")]
+    assert {r["event_date"] for r in rows} == {dt.datetime.fromtimestamp(T0, dt.timezone.utc).date()}
+
+
 def test_a_path_keeps_its_column_across_loads_and_colliding_paths_never_share_one(tmp_path, table):
     loads = [("a", {"first-name": "A"}), ("b", {"first_name": "B"}), ("c", {"first-name": "C"}), ("d", {"First_Name": "D"})]
     for item, variables in loads:
