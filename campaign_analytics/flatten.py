@@ -777,7 +777,7 @@ def flatten_batch(
         user_columns = UserColumns(max_columns=limits.max_user_columns)
     con.register("lines", lines)
     try:
-        structures = con.sql(_STRUCTURES_SQL).fetchall()
+        structures = con.execute(_STRUCTURES_SQL).fetchall()
         capped: set[str] = set()
         variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
         metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
@@ -786,8 +786,11 @@ def flatten_batch(
     finally:
         con.unregister("lines")
     kinds = out.column("_kind")
-    events = out.filter(pc.equal(kinds, "event")).drop_columns(["_kind", "_reason", "_raw"])
-    set_aside = out.filter(pc.is_in(kinds, pa.array(["rejected", "skipped"])))
+    is_event = pc.equal(kinds, "event")
+    # Usually every record is an event: then no copy of the batch is needed.
+    all_events = out.num_rows == 0 or pc.all(is_event).as_py()
+    events = (out if all_events else out.filter(is_event)).drop_columns(["_kind", "_reason", "_raw"])
+    set_aside = out.slice(0, 0) if all_events else out.filter(pc.is_in(kinds, pa.array(["rejected", "skipped"])))
     quarantine = pa.table(
         {
             "kind": set_aside.column("_kind"),

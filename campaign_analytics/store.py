@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,7 +73,7 @@ _LOCK_FILE: Final[str] = "_commit.lock"
 _LEDGER_KEY: Final[str] = "campaign_analytics.load"
 _PARQUET_COMPRESSION: Final[str] = "zstd"
 # A batch also ends at this many bytes of raw records, so huge records make smaller batches.
-_BATCH_BYTES: Final[int] = 32 << 20
+_BATCH_BYTES: Final[int] = 48 << 20
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
 _FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
 
@@ -257,10 +258,8 @@ class _PartitionWriter:
         if self.partition is None:
             self._write_part(None, table)
             return
-        dates = table.column(self.partition)
-        for value in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, value)).drop_columns([self.partition])
-            self._write_part(value.isoformat(), part)
+        for value, part in _partition_parts(table, self.partition):
+            self._write_part(value.isoformat(), part.drop_columns([self.partition]))
 
     def _write_part(self, key: str | None, part: pa.Table) -> None:
         current = self._open.get(key)
@@ -313,6 +312,29 @@ class _PartitionWriter:
             except OSError:
                 pass
         self.adds = []
+
+
+def _partition_parts(table: pa.Table, column: str) -> Iterator[tuple[Any, pa.Table]]:
+    """(value, rows) for each value of a partition column.
+
+    Captures arrive mostly in time order, so a batch is a few runs of one
+    day each: those are cut out without copying. Rows in no particular
+    order are filtered per value instead.
+    """
+    values = table.column(column)
+    if table.num_rows == 0:
+        return
+    as_numbers = values.cast(pa.int32()).to_numpy() if pa.types.is_date32(values.type) and not values.null_count else None
+    if as_numbers is not None:
+        starts = np.flatnonzero(as_numbers[1:] != as_numbers[:-1]) + 1
+        distinct = len(np.unique(as_numbers))
+        if len(starts) + 1 <= 2 * distinct:
+            bounds = [0, *starts.tolist(), table.num_rows]
+            for begin, end in zip(bounds[:-1], bounds[1:]):
+                yield values[begin].as_py(), table.slice(begin, end - begin)
+            return
+    for value in pc.unique(values).to_pylist():
+        yield value, table.filter(pc.equal(values, value))
 
 
 class _Deduplicator:
@@ -507,7 +529,7 @@ def ingest(
     *,
     force: bool = False,
     limits: FlattenLimits | None = None,
-    batch_records: int = 25_000,
+    batch_records: int = 50_000,
     progress: bool | None = None,
 ) -> LoadSummary:
     """Load raw webhook payload files into the events table (a Delta Lake table).
@@ -525,7 +547,9 @@ def ingest(
     limits
         Caps on nesting depth, user columns and record size.
     batch_records
-        Records per batch; memory grows with it, speed barely does past 25,000.
+        Records per batch (a batch also ends after 48 MiB of input). Up to
+        three batches are in memory at once; smaller batches use less memory
+        and run slower, since every batch costs a fixed query setup.
     progress
         Show a progress bar on stderr; by default only when stderr is a terminal.
 
@@ -589,7 +613,7 @@ def ingest(
 
     try:
         _run(
-            to_read, con, _Deduplicator(con, delta), limits, user_columns, summary,
+            to_read, con, _Deduplicator(con.cursor(), delta), limits, user_columns, summary,
             batch_records=batch_records, progress=bar, on_events=write_events,
             on_quarantine=quarantine_writer.write, ingested_at=started,
         )
@@ -644,17 +668,23 @@ def _run(
 ) -> None:
     """Read, flatten and deduplicate the files, counting into summary and handing rows on.
 
-    Two stages overlap: this thread parses batch k+1 (Python, holds the GIL)
-    while a worker flattens, deduplicates and writes batch k (DuckDB and
-    Parquet, which release it). At most one batch waits between them, so
-    memory stays bounded by about two batches.
+    Three stages overlap, each in its own thread: this one reads batch k+2,
+    a worker flattens batch k+1 (DuckDB), another deduplicates and writes
+    batch k (DuckDB and Parquet). Each stage waits for the next one to take
+    its batch before starting another, so at most three batches are in
+    memory at once. The deduplicator has a connection of its own, since a
+    DuckDB connection runs one query at a time.
     """
     reasons: Counter[str] = Counter()
     capped: set[str] = set()
 
+    writing: list[Future[None]] = []  # the batch the writer works on, if any
+
     def process(lines: pa.Table, set_aside: pa.Table) -> None:
         for flat in _flattened(con, lines, limits, user_columns):
-            handle(flat, set_aside)
+            if writing:
+                writing.pop().result()
+            writing.append(writer.submit(handle, flat, set_aside))
             set_aside = set_aside.slice(0, 0)
 
     def handle(flat: FlatBatch, set_aside: pa.Table) -> None:
@@ -675,14 +705,19 @@ def _run(
         capped.update(flat.capped_keys)
         summary.too_deep += flat.too_deep
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-load") as worker:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-write") as writer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-flatten") as flattener,
+    ):
         pending: Future[None] | None = None
         for batch in _line_batches(files, limits, batch_records=batch_records, progress=progress):
             if pending is not None:
                 pending.result()
-            pending = worker.submit(process, *batch)
+            pending = flattener.submit(process, *batch)
         if pending is not None:
             pending.result()
+        if writing:
+            writing.pop().result()
     summary.reject_reasons = dict(reasons)
     summary.capped_keys = sorted(capped)
 
@@ -915,7 +950,7 @@ def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records: int = 25_000) -> pd.DataFrame:
+def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records: int = 50_000) -> pd.DataFrame:
     """Read and flatten payload files into a DataFrame, without writing a table.
 
     The same rows ``ingest`` would write (deduplicated, flattened, typed), for
@@ -952,7 +987,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     quarantine: list[pa.Table] = []
     try:
         _run(
-            files, con, _Deduplicator(con, None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
+            files, con, _Deduplicator(con.cursor(), None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
             on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
         )
