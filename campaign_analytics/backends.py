@@ -495,6 +495,8 @@ def frame_to_arrow(frame: pd.DataFrame, *, what: str = "the DataFrame") -> Any:
     import pyarrow as pa
 
     fixed = frame.copy(deep=False)
+    # attrs (a load's summary and quarantine) are not table data; Arrow would try to store them.
+    fixed.attrs = {}
     for column in _TIMESTAMP_COLUMNS:
         if column not in fixed.columns:
             continue
