@@ -5,8 +5,10 @@ NDJSON (``.ndjson``, ``.jsonl``), a JSON array, or one JSON object per file (a
 stored POST body), each optionally gzip-compressed (detected by content, not by
 name); UTF-8 with or without BOM; LF or CRLF line ends.
 
-Records are handed on in chunks of raw bytes, never parsed here: parsing,
-validation and flattening are the next module's job. A line longer than
+Records are handed on in chunks, as Arrow binary arrays of raw bytes, never
+parsed here: parsing, validation and flattening are the next module's job. An
+NDJSON file is read in large blocks whose lines become array entries over the
+block's own memory, so no Python object is made per line. A line longer than
 ``max_record_bytes`` is not read into memory whole: it becomes an oversize
 marker that the loader quarantines.
 """
