@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--force", action="store_true", help="read files again even if already loaded")
     ingest.add_argument("--max-depth", type=int, default=8, help="user objects deeper than this stay in raw JSON")
     ingest.add_argument("--max-user-columns", type=int, default=1000, help="cap on variables__/metadata__ columns")
-    ingest.add_argument("--max-record-bytes", type=int, default=16 << 20, help="larger records are rejected")
+    ingest.add_argument("--max-record-bytes", type=int, default=16 << 20, help="larger records are rejected (default 16 MiB, at most 1 GiB)")
     ingest.set_defaults(run=_ingest)
 
     loads = commands.add_parser("loads", help="show the ledger of loads")

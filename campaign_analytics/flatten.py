@@ -164,6 +164,10 @@ _MAX_EPOCH_MS: Final[int] = 7_258_118_400_000
 _MILLISECONDS_FROM: Final[float] = 1e11
 
 
+# Records are held as Arrow strings (32-bit offsets); this bound keeps any one record well within them.
+_MAX_RECORD_BYTES_CAP: Final[int] = 1 << 30
+
+
 @dataclass(frozen=True, slots=True)
 class FlattenLimits:
     """Limits that keep pathological payloads from hurting the table.
@@ -190,6 +194,11 @@ class FlattenLimits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ParameterError(f"{name} must be a whole number of at least 1, not {value!r}.")
+        if self.max_record_bytes > _MAX_RECORD_BYTES_CAP:
+            raise ParameterError(
+                f"max_record_bytes must be at most {_MAX_RECORD_BYTES_CAP:,} (1 GiB), not {self.max_record_bytes:,}: "
+                "a single webhook body is never that big; split such captures into NDJSON lines."
+            )
 
 
 def user_column_name(prefix: str, path: Sequence[str]) -> str:
@@ -309,7 +318,7 @@ def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) ->
                 marker, chunk.first_line + offset,
             )
         try:
-            raw = chunk.lines.cast(pa.large_string() if pa.types.is_large_binary(chunk.lines.type) else pa.string())
+            raw = chunk.lines.cast(pa.string())
         except pa.ArrowInvalid:
             decoded: list[str | None] = []
             for offset, line in enumerate(chunk.lines.to_pylist()):
@@ -322,7 +331,7 @@ def lines_table(chunks: Sequence[Chunk], *, max_record_bytes: int = 16 << 20) ->
         batches.append(
             pa.record_batch(
                 {
-                    "raw": raw.cast(pa.string()) if raw.type != pa.string() else raw,
+                    "raw": raw,
                     "source_file": pa.array([chunk.source_file], pa.string()).take(np.zeros(n, dtype=np.int32)),
                     "source_line": pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64)),
                 }

@@ -317,11 +317,11 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
 
 def _block_lines(data: bytes, ends: np.ndarray, max_record_bytes: int) -> tuple[pa.BinaryArray, dict[int, Oversize]]:
     """The complete lines of data (ends: positions of its line feeds), each with its line feed."""
-    offsets = np.empty(len(ends) + 1, dtype=np.int32 if len(data) < 1 << 31 else np.int64)
+    # A block is at most one read plus one record (max_record_bytes is capped at 1 GiB): 32-bit offsets hold it.
+    offsets = np.empty(len(ends) + 1, dtype=np.int32)
     offsets[0] = 0
     offsets[1:] = ends + 1
-    kind = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
-    lines = pa.Array.from_buffers(kind, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     lengths = np.diff(offsets) - 1
     too_long = np.flatnonzero(lengths > max_record_bytes)
     if not len(too_long):
@@ -331,7 +331,7 @@ def _block_lines(data: bytes, ends: np.ndarray, max_record_bytes: int) -> tuple[
     }
     keep = np.ones(len(ends), dtype=bool)
     keep[too_long] = False
-    return pa.array(lines.to_pylist(), kind, mask=~keep), oversize
+    return pa.array(lines.to_pylist(), pa.binary(), mask=~keep), oversize
 
 
 def _oversize_entry(size: int, preview: bytes) -> Oversize:

@@ -812,6 +812,9 @@ def _error_case(tmp_path: Path, name: str) -> ErrorCase:
     if name == "negative_max_record_bytes":
         return ErrorCase(["ingest", str(good), "--table", table, "--max-record-bytes", "-5"], "ParameterError",
                          ["max_record_bytes", "-5"])
+    if name == "max_record_bytes_over_the_cap":
+        return ErrorCase(["ingest", str(good), "--table", table, "--max-record-bytes", str(4 << 30)], "ParameterError",
+                         ["max_record_bytes", "1 GiB"])
     if name == "negative_max_depth":
         return ErrorCase(["ingest", str(good), "--table", table, "--max-depth", "-1"], "ParameterError",
                          ["max_depth", "-1"])
@@ -825,7 +828,8 @@ def _error_case(tmp_path: Path, name: str) -> ErrorCase:
 
 
 ERROR_CASES = ["truncated_gzip", "dangling_symlink_source", "table_below_a_file", "negative_max_record_bytes",
-               "negative_max_depth", "vacuum_of_a_foreign_directory", "loads_of_a_regular_file"]
+               "max_record_bytes_over_the_cap", "negative_max_depth", "vacuum_of_a_foreign_directory",
+               "loads_of_a_regular_file"]
 
 
 @pytest.mark.parametrize("name", ERROR_CASES)
