@@ -597,6 +597,7 @@ def ingest(
     existing_names = delta.schema().to_arrow().names if delta is not None else []
     user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
     con = connect(memory_limit="512MB")
+    dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
@@ -613,7 +614,7 @@ def ingest(
 
     try:
         _run(
-            to_read, con, _Deduplicator(con.cursor(), delta), limits, user_columns, summary,
+            to_read, con, _Deduplicator(dedupe_con, delta), limits, user_columns, summary,
             batch_records=batch_records, progress=bar, on_events=write_events,
             on_quarantine=quarantine_writer.write, ingested_at=started,
         )
@@ -648,6 +649,7 @@ def ingest(
     finally:
         if bar is not None:
             bar.close()
+        dedupe_con.close()
         con.close()
     return summary
 
@@ -983,15 +985,17 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
     con = connect(memory_limit="512MB")
+    dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events: list[pa.Table] = []
     quarantine: list[pa.Table] = []
     try:
         _run(
-            files, con, _Deduplicator(con.cursor(), None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
+            files, con, _Deduplicator(dedupe_con, None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
             on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
         )
     finally:
+        dedupe_con.close()
         con.close()
     if events:
         arrow = _with_provenance(pa.concat_tables(events, promote_options="default"), None, started)
