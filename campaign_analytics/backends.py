@@ -579,9 +579,7 @@ def _spark_data_files(session: Any, table: Any, path: Path) -> Any:
     import pyarrow as pa
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    schema = table.schema().to_arrow()
-    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
-        schema = pa.schema(schema)
+    schema = pa.schema(table.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     spark_schema = from_arrow_schema(schema)
     files = table.file_uris()
     if not files:
@@ -606,9 +604,7 @@ def _read_data_files(con: ibis.BaseBackend, table: Any, name: str, columns: list
     import sqlglot.expressions as sge
 
     files = table.file_uris()
-    schema = table.schema().to_arrow()
-    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
-        schema = pa.schema(schema)
+    schema = pa.schema(table.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     partition_columns = list(table.metadata().partition_columns)
     if not files:
         # An empty table: an empty Arrow table of the right schema.

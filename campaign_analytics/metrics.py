@@ -545,16 +545,13 @@ def _as_items(source: ItemsSource) -> ibis.Table:
     """The items table of ``source`` (items or events, Ibis or pandas, or a path)."""
     if isinstance(source, (str, Path)):
         return _build_items(source)
-    if isinstance(source, ibis.Table):
+    if isinstance(source, (ibis.Table, pd.DataFrame)):
         columns = set(source.columns)
         if {"stage", "event_time"} <= columns:
             return _build_items(source)
-        _check_item_columns(columns, "the Ibis table")
-        return _with_item_flags(source)
-    if isinstance(source, pd.DataFrame):
-        columns = set(source.columns)
-        if {"stage", "event_time"} <= columns:
-            return _build_items(source)
+        if isinstance(source, ibis.Table):
+            _check_item_columns(columns, "the Ibis table")
+            return _with_item_flags(source)
         _check_item_columns(columns, "the DataFrame")
         return _with_item_flags(ibis.memtable(frame_to_arrow(source, what="the items DataFrame")))
     raise ParameterError(

@@ -818,9 +818,7 @@ def _live_files(delta: DeltaTable, root: str) -> Any:
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
-    schema = delta.schema().to_arrow()
-    if not isinstance(schema, pa.Schema):  # arro3 schema in deltalake >= 1.0
-        schema = pa.schema(schema)
+    schema = pa.schema(delta.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     partitions = list(delta.metadata().partition_columns)
     partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partitions]), flavor="hive") if partitions else None
     files = [f.removeprefix("file://") for f in delta.file_uris()]
