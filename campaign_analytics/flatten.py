@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -45,6 +46,7 @@ __all__ = [
     "user_column_name",
     "lines_table",
     "connect",
+    "cursor",
     "flatten_batch",
 ]
 
@@ -438,7 +440,8 @@ def _stage1_sql() -> str:
             )
             canonical.append(f"_json_{column}")
         elif kind_ == "json":
-            typed.append(f"CASE WHEN json_type({raw}) <> 'NULL' THEN CAST({raw} AS VARCHAR) END AS {column}")
+            # A JSON null arrives as SQL NULL already.
+            typed.append(f"CAST({raw} AS VARCHAR) AS {column}")
         elif kind_ == "timestamp":
             typed.append(f"{raw} AS _raw_{column}")
             typed.append(f"_ts_ms({raw}) AS {column}")
@@ -535,16 +538,33 @@ _STRUCTURES_SQL: Final[str] = (
 def connect(*, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-process DuckDB connection set up for flattening (UTC, macros)."""
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
     # Row order never matters here (positions travel as columns); not keeping it saves memory and time.
     con.execute("SET preserve_insertion_order = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit:
         con.execute(f"SET memory_limit = {_sql_string(memory_limit)}")
+    _set_up(con)
+    return con
+
+
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Another connection to the database of ``con``, set up for flattening.
+
+    A DuckDB connection runs one query at a time; batches flattened side by
+    side each need their own. They share the database's memory limit and
+    threads.
+    """
+    other = con.cursor()
+    _set_up(other)
+    return other
+
+
+def _set_up(con: duckdb.DuckDBPyConnection) -> None:
+    # The session time zone and the temporary macros belong to one connection.
+    con.execute("SET TimeZone = 'UTC'")
     for statement in _MACROS:
         con.execute(statement)
-    return con
 
 
 def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
@@ -668,12 +688,21 @@ def _leaves_sql(
         if leaves[path] != "object-list":
             return value
         # Objects inside a list: their keys sorted (one level), so a retry that reorders them still matches.
-        return (
-            f"CASE WHEN json_type({value}) = 'ARRAY' THEN array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
+        # A list of objects only is cast in one go; a mixed list goes element by element.
+        element_wise = (
+            f"array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
             "lambda e: CASE WHEN json_type(e) = 'OBJECT' "
             "THEN coalesce(try(CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR)), "
             "CAST(e AS VARCHAR)) "
-            f"ELSE CAST(e AS VARCHAR) END), chr(28)) ELSE CAST({value} AS VARCHAR) END"
+            "ELSE CAST(e AS VARCHAR) END), chr(28))"
+        )
+        objects_only = (
+            f"try(array_to_string(list_transform(CAST({value} AS MAP(VARCHAR, JSON)[]), "
+            "lambda m: CAST(to_json(list_sort(map_entries(m))) AS VARCHAR)), chr(28)))"
+        )
+        return (
+            f"CASE WHEN json_type({value}) = 'ARRAY' THEN coalesce({objects_only}, {element_wise}) "
+            f"ELSE CAST({value} AS VARCHAR) END"
         )
 
     if len(paths) <= _MAX_HASHED_PATHS:
@@ -751,6 +780,7 @@ def flatten_batch(
     *,
     limits: FlattenLimits = FlattenLimits(),
     user_columns: UserColumns | None = None,
+    naming: AbstractContextManager[Any] | None = None,
 ) -> FlatBatch:
     """Flatten one batch of raw lines into event rows and set-aside records.
 
@@ -765,6 +795,10 @@ def flatten_batch(
     user_columns
         The leaf → column mapping so far; new leaves found here are added to
         it (the caller keeps it across batches and loads).
+    naming
+        Held while new leaves get their columns. Batches flattened side by
+        side pass one that lets them through one at a time in batch order, so
+        colliding names get the same suffixes as in a load of one batch at a time.
 
     Returns
     -------
@@ -788,8 +822,9 @@ def flatten_batch(
     try:
         structures = con.execute(_STRUCTURES_SQL).fetchall()
         capped: set[str] = set()
-        variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
-        metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
+        with naming or nullcontext():
+            variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
+            metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
         content = _leaves_sql((row[2] for row in structures), "content_json", None, limits, user_columns, capped)
         out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
     finally:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import io
 import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import orjson
@@ -221,7 +222,7 @@ def _stat(path: str) -> PayloadFile:
 
 
 def read_chunks(
-    file: PayloadFile, *, chunk_records: int = 65_536, max_record_bytes: int = 16 << 20
+    file: PayloadFile, *, chunk_records: int = 65_536, max_record_bytes: int = 16 << 20, digest: Any = None
 ) -> Iterator[Chunk]:
     """Read one payload file as chunks of raw records.
 
@@ -234,6 +235,10 @@ def read_chunks(
     max_record_bytes
         A record (line, or whole single-body file) larger than this is not
         held in memory: an oversize marker stands in its place.
+    digest
+        A :mod:`hashlib` object, fed every byte of the file as stored
+        (compressed, for gzip) as it is read: the file is read once, not once
+        more to hash it.
 
     Yields
     ------
@@ -246,11 +251,16 @@ def read_chunks(
         The file cannot be opened or its compressed stream is corrupt.
     """
     try:
-        with _open(file.path) as stream:
+        with open(file.path, "rb", buffering=0) as raw:
+            source: BinaryIO = io.BufferedReader(_Hashing(raw, digest) if digest is not None else raw, _READ_SIZE)
+            stream = gzip.GzipFile(fileobj=source, mode="rb") if source.peek(2)[:2] == _GZIP_MAGIC else source
             if _is_line_format(file.path):
                 yield from _read_lines(file.path, stream, chunk_records, max_record_bytes)
             else:
                 yield from _read_document(file.path, stream, chunk_records, max_record_bytes)
+            if digest is not None:
+                while source.read(_READ_SIZE):  # whatever the reader left (a gzip trailer), so the hash is whole
+                    pass
     except (OSError, EOFError, zlib.error) as error:
         raise SourceError(
             f"{file.path}: cannot be read ({error}). If it is a gzip file it may be truncated; "
@@ -263,12 +273,21 @@ def _is_line_format(path: str) -> bool:
     return base.endswith(_LINE_FORMAT_SUFFIXES)
 
 
-def _open(path: str) -> BinaryIO:
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    magic = raw.peek(2)[:2]
-    if magic == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+class _Hashing(io.RawIOBase):
+    """A raw file whose bytes also go to a hash as they are read."""
+
+    def __init__(self, raw: io.RawIOBase, digest: Any) -> None:
+        self._raw = raw
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = self._raw.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
 
 
 def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
@@ -278,6 +297,7 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
     skipped: int | None = None  # bytes seen so far of an oversize line not kept
     preview = b""
     at_start = True
+    is_line_feed = np.empty(0, dtype=bool)
     while True:
         block = stream.read(_READ_SIZE)
         if at_start:
@@ -296,7 +316,10 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
             block = block[cut + 1:]
             line_number += 1
         data = carry + block if carry else block
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+        codes = np.frombuffer(data, dtype=np.uint8)
+        if len(is_line_feed) < len(codes):
+            is_line_feed = np.empty(len(codes), dtype=bool)  # reused: a new one per block costs fresh pages
+        ends = np.flatnonzero(np.equal(codes, 0x0A, out=is_line_feed[: len(codes)]))
         if len(ends):
             lines, oversize = _block_lines(data, ends, max_record_bytes)
             for start in range(0, len(lines), chunk_records):

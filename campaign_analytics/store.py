@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import sys
+import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
@@ -50,6 +52,7 @@ from .flatten import (
     flatten_batch,
     lines_table,
 )
+from .flatten import cursor as flatten_cursor
 from .sources import Chunk, PayloadFile, find_files, read_chunks
 
 __all__ = [
@@ -74,6 +77,11 @@ _LEDGER_KEY: Final[str] = "campaign_analytics.load"
 _PARQUET_COMPRESSION: Final[str] = "zstd"
 # A batch also ends at this many bytes of raw records, so huge records make smaller batches.
 _BATCH_BYTES: Final[int] = 48 << 20
+# Batches flattened side by side. Each runs its query single-threaded in DuckDB, which
+# costs less CPU than splitting one query over threads, and overlaps one batch's
+# planning with the other's execution.
+_FLATTEN_WORKERS: Final[int] = 2
+_DUCKDB_THREADS: Final[int] = max(1, (os.cpu_count() or 2) // _FLATTEN_WORKERS)
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
 _FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
 
@@ -359,7 +367,7 @@ class _Deduplicator:
                 "event_id": events.column("event_id"),
                 "source_file": events.column("source_file"),
                 "source_line": events.column("source_line"),
-                "rid": pa.array(range(events.num_rows), pa.int64()),
+                "rid": pa.array(np.arange(events.num_rows, dtype=np.int64)),
             }
         )
         self.con.register("incoming", keys)
@@ -382,13 +390,21 @@ class _Deduplicator:
 
 
 def _line_batches(
-    files: Sequence[PayloadFile], limits: FlattenLimits, *, batch_records: int, progress: Any
+    files: Sequence[PayloadFile],
+    limits: FlattenLimits,
+    *,
+    batch_records: int,
+    progress: Any,
+    digests: Mapping[PayloadFile, Any],
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """(lines, set-aside lines) for each batch of about batch_records lines of the files."""
+    """(lines, set-aside lines) for each batch of about batch_records lines of the files (digests: hashes to feed)."""
     pending: list[Chunk] = []
     size = volume = 0
     for file in files:
-        for chunk in read_chunks(file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes):
+        chunks = read_chunks(
+            file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes, digest=digests.get(file)
+        )
+        for chunk in chunks:
             pending.append(chunk)
             size += len(chunk)
             volume += chunk.nbytes
@@ -423,10 +439,10 @@ def _quarantine_table(flat: FlatBatch, set_aside: pa.Table, load_id: str, ingest
 def _with_provenance(rows: pa.Table, load_id: str | None, ingested_at: dt.datetime) -> pa.Table:
     """The rows with load_id and ingested_at appended (load_id is null for an in-memory load)."""
     n = rows.num_rows
-    rows = rows.append_column(PROVENANCE_COLUMNS.field("load_id"), pa.array([load_id] * n, pa.string()))
-    return rows.append_column(
-        PROVENANCE_COLUMNS.field("ingested_at"), pa.array([ingested_at] * n, PROVENANCE_COLUMNS.field("ingested_at").type)
-    )
+    for name, value in (("load_id", load_id), ("ingested_at", ingested_at)):
+        field_ = PROVENANCE_COLUMNS.field(name)
+        rows = rows.append_column(field_, pa.repeat(pa.scalar(value, field_.type), n))
+    return rows
 
 
 def _delta_schema(arrow: pa.Schema) -> Schema:
@@ -581,9 +597,20 @@ def ingest(
     files = find_files(sources)
     load_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     summary = LoadSummary(load_id=load_id, table=uri, started_at=started.isoformat())
-    already = {f["hash"] for entry in _ledger(delta) for f in entry.get("file_list", []) if f.get("status") == "loaded"}
+    loaded = [f for entry in _ledger(delta) for f in entry.get("file_list", []) if f.get("status") == "loaded"]
+    already = {f["hash"] for f in loaded}
+    # Only a file of the same size as one loaded before, or as another one here, can hold the
+    # same bytes: those are hashed first. The others are hashed as they are read, not read twice.
+    sizes = Counter(file.size for file in files)
+    maybe_copies = {f.get("size") for f in loaded} | {size for size, n in sizes.items() if n > 1}
+    hashed_while_read: dict[PayloadFile, Any] = {}
     to_read: list[PayloadFile] = []
     for file in files:
+        if force or file.size not in maybe_copies:
+            hashed_while_read[file] = hashlib.sha256()
+            to_read.append(file)
+            summary.file_details.append({"path": file.path, "size": file.size, "hash": None, "status": "loaded"})
+            continue
         digest = file.content_hash()
         if digest in already and not force:
             summary.files_unchanged += 1
@@ -596,7 +623,7 @@ def ingest(
 
     existing_names = delta.schema().to_arrow().names if delta is not None else []
     user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
-    con = connect(memory_limit="512MB")
+    con = connect(threads=_DUCKDB_THREADS, memory_limit="512MB")
     dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
@@ -616,8 +643,12 @@ def ingest(
         _run(
             to_read, con, _Deduplicator(dedupe_con, delta), limits, user_columns, summary,
             batch_records=batch_records, progress=bar, on_events=write_events,
-            on_quarantine=quarantine_writer.write, ingested_at=started,
+            on_quarantine=quarantine_writer.write, ingested_at=started, digests=hashed_while_read,
         )
+        hashes = {file.path: digest.hexdigest() for file, digest in hashed_while_read.items()}
+        for detail in summary.file_details:
+            if detail["hash"] is None:
+                detail["hash"] = hashes[detail["path"]]
         quarantine_adds = quarantine_writer.close()
         event_adds = events_writer.close()
         summary.new_columns = sorted(user_columns.new)
@@ -654,6 +685,45 @@ def ingest(
     return summary
 
 
+class _InOrder:
+    """Lets batch k through a step only after batch k - 1, one batch at a time.
+
+    Batches are flattened side by side, but some steps must see them in
+    order: naming new user columns (so collision suffixes do not depend on
+    timing) and handing batches to the writer (so the first occurrence of a
+    duplicate is the one kept).
+    """
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._condition = threading.Condition()
+
+    def turn(self, k: int) -> _Turn:
+        """Batch k's turn: entered once batch k - 1 has had its own; may be entered again."""
+        return _Turn(self, k)
+
+    def skip(self, k: int) -> None:
+        """Let the batches after k through (k failed, or never needed its turn)."""
+        with self.turn(k):
+            pass
+
+
+class _Turn:
+    def __init__(self, order: _InOrder, k: int) -> None:
+        self.order = order
+        self.k = k
+
+    def __enter__(self) -> None:
+        condition = self.order._condition
+        condition.acquire()
+        condition.wait_for(lambda: self.order._next >= self.k)
+
+    def __exit__(self, *exc: object) -> None:
+        self.order._next = max(self.order._next, self.k + 1)
+        self.order._condition.notify_all()
+        self.order._condition.release()
+
+
 def _run(
     files: Sequence[PayloadFile],
     con: duckdb.DuckDBPyConnection,
@@ -667,27 +737,40 @@ def _run(
     on_events: Any,
     on_quarantine: Any,
     ingested_at: dt.datetime,
+    digests: Mapping[PayloadFile, Any] | None = None,
 ) -> None:
     """Read, flatten and deduplicate the files, counting into summary and handing rows on.
 
-    Three stages overlap, each in its own thread: this one reads batch k+2,
-    a worker flattens batch k+1 (DuckDB), another deduplicates and writes
-    batch k (DuckDB and Parquet). Each stage waits for the next one to take
-    its batch before starting another, so at most three batches are in
-    memory at once. The deduplicator has a connection of its own, since a
-    DuckDB connection runs one query at a time.
+    Three stages overlap: this thread reads, two workers flatten a batch
+    each (DuckDB, a connection each), and a writer deduplicates and writes
+    the batches in order (DuckDB and Parquet, its own connection). Reading
+    waits while both workers are busy and a worker waits for the writer to
+    take its batch, so at most four batches are in memory at once.
     """
     reasons: Counter[str] = Counter()
     capped: set[str] = set()
-
+    naming = _InOrder()
+    handing_on = _InOrder()
     writing: list[Future[None]] = []  # the batch the writer works on, if any
+    local = threading.local()
+    cursors: list[duckdb.DuckDBPyConnection] = []
 
-    def process(lines: pa.Table, set_aside: pa.Table) -> None:
-        for flat in _flattened(con, lines, limits, user_columns):
-            if writing:
-                writing.pop().result()
-            writing.append(writer.submit(handle, flat, set_aside))
-            set_aside = set_aside.slice(0, 0)
+    def process(k: int, lines: pa.Table, set_aside: pa.Table) -> None:
+        try:
+            if not hasattr(local, "con"):
+                local.con = flatten_cursor(con)
+                cursors.append(local.con)
+            flats = list(_flattened(local.con, lines, limits, user_columns, naming.turn(k)))
+            naming.skip(k)
+            with handing_on.turn(k):
+                for flat in flats:
+                    if writing:
+                        writing.pop().result()
+                    writing.append(writer.submit(handle, flat, set_aside))
+                    set_aside = set_aside.slice(0, 0)
+        finally:
+            naming.skip(k)
+            handing_on.skip(k)
 
     def handle(flat: FlatBatch, set_aside: pa.Table) -> None:
         summary.records += flat.records + set_aside.num_rows
@@ -707,25 +790,34 @@ def _run(
         capped.update(flat.capped_keys)
         summary.too_deep += flat.too_deep
 
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-write") as writer,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-flatten") as flattener,
-    ):
-        pending: Future[None] | None = None
-        for batch in _line_batches(files, limits, batch_records=batch_records, progress=progress):
-            if pending is not None:
-                pending.result()
-            pending = flattener.submit(process, *batch)
-        if pending is not None:
-            pending.result()
-        if writing:
-            writing.pop().result()
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-analytics-write") as writer,
+            ThreadPoolExecutor(max_workers=_FLATTEN_WORKERS, thread_name_prefix="campaign-analytics-flatten") as flattener,
+        ):
+            pending: deque[Future[None]] = deque()
+            batches = _line_batches(files, limits, batch_records=batch_records, progress=progress, digests=digests or {})
+            for k, batch in enumerate(batches):
+                if len(pending) == _FLATTEN_WORKERS:
+                    pending.popleft().result()
+                pending.append(flattener.submit(process, k, *batch))
+            while pending:
+                pending.popleft().result()
+            if writing:
+                writing.pop().result()
+    finally:
+        for cursor in cursors:
+            cursor.close()
     summary.reject_reasons = dict(reasons)
     summary.capped_keys = sorted(capped)
 
 
 def _flattened(
-    con: duckdb.DuckDBPyConnection, lines: pa.Table, limits: FlattenLimits, user_columns: UserColumns
+    con: duckdb.DuckDBPyConnection,
+    lines: pa.Table,
+    limits: FlattenLimits,
+    user_columns: UserColumns,
+    naming: contextlib.AbstractContextManager[Any],
 ) -> Iterator[FlatBatch]:
     """Flatten a batch; if it does not fit the engine's memory limit, flatten its halves instead.
 
@@ -734,13 +826,13 @@ def _flattened(
     rejected with that reason rather than failing the load.
     """
     try:
-        yield flatten_batch(con, lines, limits=limits, user_columns=user_columns)
+        yield flatten_batch(con, lines, limits=limits, user_columns=user_columns, naming=naming)
         return
     except duckdb.OutOfMemoryException:
         if lines.num_rows > 1:
             half = lines.num_rows // 2
-            yield from _flattened(con, lines.slice(0, half), limits, user_columns)
-            yield from _flattened(con, lines.slice(half), limits, user_columns)
+            yield from _flattened(con, lines.slice(0, half), limits, user_columns, naming)
+            yield from _flattened(con, lines.slice(half), limits, user_columns, naming)
             return
     row = lines.to_pylist()[0]
     rejected = pa.table(
@@ -982,7 +1074,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     files = find_files(sources)
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
-    con = connect(memory_limit="512MB")
+    con = connect(threads=_DUCKDB_THREADS, memory_limit="512MB")
     dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events: list[pa.Table] = []
     quarantine: list[pa.Table] = []

@@ -195,6 +195,16 @@ def test_reingest_of_the_same_files_adds_nothing(tmp_path, table):
     assert len(ca.read_rejected(table)) == 1 and len(ca.read_skipped(table)) == 1
 
 
+
+@pytest.mark.parametrize("name", ["a.ndjson", "a.ndjson.gz", "a.json", "a.json.gz", "a.jsonl"])
+def test_a_file_hashed_while_read_has_the_hash_of_its_stored_bytes(tmp_path, table, name):
+    path = write_payload(tmp_path / "in" / name, [make_event(id="f1"), make_event(id="f2")])
+    ca.ingest(str(path), table)
+    (row,) = ca.read_loads(table, files=True).to_dict("records")
+    assert row["hash"] == hashlib.sha256(path.read_bytes()).hexdigest() and row["size"] == path.stat().st_size
+    again = ca.ingest(str(path), table)
+    assert again.files_unchanged == 1 and again.records == 0
+
 def test_reingest_with_force_rereads_but_writes_nothing(tmp_path, table):
     path = write_payload(tmp_path / "in.ndjson", [make_event(id="f1"), make_event(id="f1"), make_event(id="f2"), "[1]"])
     first = ca.ingest(str(path), table)
@@ -286,6 +296,36 @@ def test_a_path_keeps_its_column_across_loads_and_colliding_paths_never_share_on
     assert column_of("a") == column_of("c")
     assert len({column_of("a"), column_of("b"), column_of("d")}) == 3
     assert all(c.lower().startswith("variables__first_name") for c in user)
+
+
+
+def test_batches_flattened_side_by_side_keep_their_order(tmp_path, table, monkeypatch):
+    """The first batch is held back, so the second finishes flattening first: names and kept copies still follow the file."""
+    import threading
+    import time
+
+    import campaign_analytics.store as store
+
+    real = store.flatten_batch
+    first = threading.Event()
+
+    def slow_first(*args, **kwargs):
+        if not first.is_set():
+            first.set()
+            time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "flatten_batch", slow_first)
+    records = [
+        make_event(id="a", webhook="wh-first", variables={"first-name": "A"}),
+        make_event(id="b", variables={"first_name": "B"}),
+        make_event(id="a", webhook="wh-retry", variables={"first-name": "A"}),
+    ]
+    summary = ca.ingest(str(write_payload(tmp_path / "in.ndjson", records)), table, batch_records=1)
+    assert counts(summary) == (3, 2, 1, 0, 0) and balanced(summary)
+    frame = ca.read_events(table).set_index("item_id")
+    assert frame.loc["a", "variables__first_name"] == "A" and frame.loc["b", "variables__first_name_2"] == "B"
+    assert frame.loc["a", "webhook_id"] == "wh-first"
 
 
 # -- reading back -------------------------------------------------------------------------------
