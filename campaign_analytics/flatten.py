@@ -13,7 +13,8 @@ The event id is the MD5 of the trigger, the app id and a canonical form of
 ``data``: every known field by name, every leaf of ``variables``, ``metadata``
 and ``content`` as ``path=value`` in path order, unknown fields in key order.
 Key order anywhere in an object therefore does not change it, nor does
-``templateVersion`` arriving as ``"2"`` instead of ``2``.
+``templateVersion`` arriving as ``"2"`` instead of ``2``. Each row is hashed by
+its own leaves, so the id never depends on the other records of its batch.
 """
 
 from __future__ import annotations
@@ -512,7 +513,8 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
         ]
     )
     inner = "".join(f", {expression}" for expression in variables.inner + metadata.inner + content.inner)
-    return f"SELECT {', '.join(select)} FROM (SELECT *{inner} FROM ({_STAGE1_SQL}))"
+    joins = variables.join + metadata.join + content.join
+    return f"SELECT {', '.join(select)} FROM (SELECT *{inner} FROM ({_STAGE1_SQL}){joins})"
 
 
 _MACROS: Final[tuple[str, ...]] = (
@@ -640,12 +642,65 @@ def _json_pointer(path: Sequence[str]) -> str:
 
 @dataclass(slots=True)
 class _Leaves:
-    """The SQL that flattens one user object of a batch."""
+    """The SQL that flattens one user object of a batch.
+
+    ``own`` (when set) maps each shape of the object in the batch to its own
+    leaves; the batch query joins it on the shape to hash every row by its own
+    leaves.
+    """
 
     inner: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     canonical: str = "NULL"
     too_deep: int = 0
+    own: pa.Table | None = None
+    own_name: str = ""
+    join: str = ""
+
+
+# Of the kinds a path has in different shapes of one batch, the one that decides how it is read.
+_KIND_RANK: Final[dict[str, int]] = {"leaf": 0, "object-list": 1, "cut": 2, "maybe-object": 3}
+
+
+def _union_reads_every_row_as_alone(shapes: Sequence[dict[tuple[str, ...], str]], union: dict[tuple[str, ...], str]) -> bool:
+    """Whether reading every path of the batch from every row gives each row exactly its own leaves.
+
+    It does unless a path is a list of objects in one shape and something
+    else in another, an object at the depth cap in one and an empty object in
+    another, or a path descends through what another shape holds as a list
+    (a numeric key would then read a list element).
+    """
+    kinds: dict[tuple[str, ...], set[str]] = {}
+    for shape in shapes:
+        for path, what in shape.items():
+            kinds.setdefault(path, set()).add(what)
+    for found in kinds.values():
+        if len(found) > 1 and ("object-list" in found or {"cut", "maybe-object"} <= found):
+            return False
+    not_objects = {path for path, found in kinds.items() if found - {"maybe-object"}}
+    return not any(
+        path[:i] in not_objects and path[i].isdigit() for path in union for i in range(1, len(path))
+    )
+
+
+def _object_list_sql(value: str) -> str:
+    """A list's hash text with the keys of its objects sorted (one level), so a retry that reorders them still matches."""
+    # A list of objects only is cast in one go; a mixed list goes element by element.
+    element_wise = (
+        f"array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
+        "lambda e: CASE WHEN json_type(e) = 'OBJECT' "
+        "THEN coalesce(try(CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR)), "
+        "CAST(e AS VARCHAR)) "
+        "ELSE CAST(e AS VARCHAR) END), chr(28))"
+    )
+    objects_only = (
+        f"try(array_to_string(list_transform(CAST({value} AS MAP(VARCHAR, JSON)[]), "
+        "lambda m: CAST(to_json(list_sort(map_entries(m))) AS VARCHAR)), chr(28)))"
+    )
+    return (
+        f"CASE WHEN json_type({value}) = 'ARRAY' THEN coalesce({objects_only}, {element_wise}) "
+        f"ELSE CAST({value} AS VARCHAR) END"
+    )
 
 
 def _leaves_sql(
@@ -656,15 +711,27 @@ def _leaves_sql(
     user_columns: UserColumns,
     capped: set[str],
 ) -> _Leaves:
-    """Extraction of every leaf of the JSON column `source` (columns only when prefix is given)."""
+    """Extraction of every leaf of the JSON column `source` (columns only when prefix is given).
+
+    The hash text of a row is ``/pointer=JSON value`` for each of the row's
+    own leaves, in path order. When every row's leaves can be read at the
+    batch's union of paths, they are (one extraction for all rows); otherwise
+    (more than _MAX_HASHED_PATHS paths, or shapes that clash) each row is read
+    by the list of its own shape's leaves, so its event id never depends on
+    what else shares its batch.
+    """
     out = _Leaves()
     leaves: dict[tuple[str, ...], str] = {}
+    shapes: dict[str, dict[tuple[str, ...], str]] = {}
     for text in structures:
-        structure = _load_structure(text, limits.max_depth) if text else None
+        if not text or text in shapes:
+            continue
+        structure = _load_structure(text, limits.max_depth)
         if not isinstance(structure, dict):
             continue
-        for path, what in _leaf_paths(structure, limits.max_depth):
-            if leaves.get(path) in (None, "leaf", "object-list"):
+        shape = shapes[text] = dict(_leaf_paths(structure, limits.max_depth))
+        for path, what in shape.items():
+            if _KIND_RANK[what] >= _KIND_RANK[leaves.get(path, "leaf")]:
                 leaves[path] = what
     # The hash part is never NULL, so an event hashes the same whatever else shares its batch.
     not_object = f"CASE WHEN {source} IS NULL THEN '' WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
@@ -676,49 +743,46 @@ def _leaves_sql(
     pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
     tag = re.sub(r"\W", "_", source)
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
-    if any(masked) and len(paths) <= _MAX_HASHED_PATHS:
-        out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
 
     def leaf(i: int, is_masked: bool, kind: str) -> str:
         value = f"_{tag}_{kind}[{i}]"
         return f"CASE WHEN _{tag}_types[{i}] <> 'OBJECT' THEN {value} END" if is_masked else value
 
-    def hashed(i: int, path: tuple[str, ...], is_masked: bool) -> str:
-        value = leaf(i, is_masked, "json")
-        if leaves[path] != "object-list":
-            return value
-        # Objects inside a list: their keys sorted (one level), so a retry that reorders them still matches.
-        # A list of objects only is cast in one go; a mixed list goes element by element.
-        element_wise = (
-            f"array_to_string(list_transform(from_json({value}, '[\"JSON\"]'), "
-            "lambda e: CASE WHEN json_type(e) = 'OBJECT' "
-            "THEN coalesce(try(CAST(to_json(list_sort(map_entries(CAST(e AS MAP(VARCHAR, JSON))))) AS VARCHAR)), "
-            "CAST(e AS VARCHAR)) "
-            "ELSE CAST(e AS VARCHAR) END), chr(28))"
-        )
-        objects_only = (
-            f"try(array_to_string(list_transform(CAST({value} AS MAP(VARCHAR, JSON)[]), "
-            "lambda m: CAST(to_json(list_sort(map_entries(m))) AS VARCHAR)), chr(28)))"
-        )
-        return (
-            f"CASE WHEN json_type({value}) = 'ARRAY' THEN coalesce({objects_only}, {element_wise}) "
-            f"ELSE CAST({value} AS VARCHAR) END"
-        )
-
-    if len(paths) <= _MAX_HASHED_PATHS:
+    if len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(list(shapes.values()), leaves):
+        if any(masked):
+            out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
         # Hashed as JSON text, so 15 and "15" stay different events; stored as plain text.
         out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
-        pairs = [
-            f"{_sql_string(_json_pointer(p) + '=')} || {hashed(i, p, m)}"
-            for i, (p, m) in enumerate(zip(paths, masked, strict=True), start=1)
-        ]
+        pairs = []
+        for i, (p, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
+            value = leaf(i, is_masked, "json")
+            hashed = _object_list_sql(value) if leaves[p] == "object-list" else value
+            pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
     else:
-        # Objects whose keys are ids: a list of every path for every row would be huge; the
-        # row's own top-level keys, sorted, stand for it instead.
+        out.own = pa.table(
+            {
+                f"_{tag}_shape": list(shapes),
+                f"_{tag}_pointers": [[_json_pointer(p) for p in sorted(shape)] for shape in shapes.values()],
+                f"_{tag}_kinds": [[shape[p] for p in sorted(shape)] for shape in shapes.values()],
+            },
+            schema=pa.schema(
+                [(f"_{tag}_shape", pa.string()), (f"_{tag}_pointers", pa.list_(pa.string())),
+                 (f"_{tag}_kinds", pa.list_(pa.string()))]
+            ),
+        )
+        out.own_name = f"_own_{tag}"
+        out.join = f" LEFT JOIN {out.own_name} ON _{tag}_shape = json_structure({source})"
+        out.inner.append(f"list_transform(_{tag}_pointers, lambda p: json_extract({source}, p)) AS _{tag}_own")
+        value, kind = f"_{tag}_own[i]", f"_{tag}_kinds[i]"
+        pair = (
+            f"CASE WHEN {value} IS NULL OR ({kind} = 'maybe-object' AND json_type({value}) = 'OBJECT') THEN NULL "
+            f"ELSE _{tag}_pointers[i] || '=' || CASE WHEN {kind} = 'object-list' THEN {_object_list_sql(value)} "
+            f"ELSE CAST({value} AS VARCHAR) END END"
+        )
         out.canonical = (
-            f"coalesce({not_object}, try(CAST(to_json(list_sort(map_entries(CAST({source} AS MAP(VARCHAR, JSON))))) "
-            f"AS VARCHAR)), CAST({source} AS VARCHAR), '')"
+            f"coalesce({not_object}, array_to_string(list_filter(list_transform(range(1, len(_{tag}_pointers) + 1), "
+            f"lambda i: {pair}), lambda x: x IS NOT NULL), chr(31)), '')"
         )
     if prefix is None:
         return out
@@ -826,7 +890,14 @@ def flatten_batch(
             variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
             metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
         content = _leaves_sql((row[2] for row in structures), "content_json", None, limits, user_columns, capped)
-        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
+        own = {leaves.own_name: leaves.own for leaves in (variables, metadata, content) if leaves.own is not None}
+        for name, table in own.items():
+            con.register(name, table)
+        try:
+            out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
+        finally:
+            for name in own:
+                con.unregister(name)
     finally:
         con.unregister("lines")
     kinds = out.column("_kind")

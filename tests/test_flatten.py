@@ -696,6 +696,50 @@ def test_property_load_never_raises_and_never_loses_a_leaf(objects):
             assert _every_leaf_has_its_own_column(prefix, leaves, user, row), (prefix, leaves, {c: row[c] for c in user})
 
 
+
+def _event_ids(records: list[dict], **limits: Any) -> list[str]:
+    """Event ids of records flattened as one batch, in record order."""
+    from campaign_analytics.flatten import connect, flatten_batch, lines_table
+    from campaign_analytics.sources import Chunk
+
+    lines, _ = lines_table([Chunk.of("batch.ndjson", 1, [json.dumps(r).encode() for r in records])])
+    events = flatten_batch(connect(), lines, limits=FlattenLimits(**limits)).events
+    assert events.num_rows == len(records)
+    return events.sort_by("source_line").column("event_id").to_pylist()
+
+
+_CLASHING_SHAPES = [
+    {"a": [{"x": 1, "y": 2}], "b": {"0": 1}},  # a list of objects here ...
+    {"a": [1, 2], "b": [5, 6]},  # ... a list of numbers, and a list where the other has the key "0"
+    {"a": {"k": {}}, "c": [{"z": [{"q": 1}]}]},
+    {"a": "text", "c": []},
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(objects=st.lists(st.tuples(_user_objects, _user_objects), min_size=2, max_size=5))
+@example(objects=[(shape, shape) for shape in _CLASHING_SHAPES])
+@example(objects=[({f"key{i}": i for i in range(300)}, {}), ({"key1": 1}, {"m": {"n": 1}})])
+def test_property_an_event_id_never_depends_on_the_rest_of_its_batch(objects):
+    records = [
+        make_event("after_feed_item_read", id=f"f{n}", variables=variables, metadata=metadata,
+                   content={"actions": [variables, metadata]})
+        for n, (variables, metadata) in enumerate(objects)
+    ]
+    together = _event_ids(records)
+    assert together == [_event_ids([record])[0] for record in records]
+    assert together[::-1] == _event_ids(records[::-1])
+    assert _event_ids(records, max_depth=2) == [_event_ids([record], max_depth=2)[0] for record in records]
+
+
+def test_more_paths_in_a_batch_than_are_read_at_once_still_give_each_event_its_own_id():
+    """Objects keyed by ids: every record brings new paths; a record's id stays what it is alone."""
+    records = [make_event(id=f"f{n}", variables={f"user-{n}-{k}": {"seen": k} for k in range(40)}) for n in range(10)]
+    retry = make_event(id="f3", variables=dict(reversed(list(records[3]["data"]["variables"].items()))))
+    ids = _event_ids([*records, retry])
+    assert ids[10] == ids[3] == _event_ids([records[3]])[0]
+    assert len(set(ids)) == 10
+
 def _every_leaf_has_its_own_column(prefix: str, leaves: list, columns: list[str], row: pd.Series) -> bool:
     """Each leaf matched to a distinct column named after its path (plus a _N suffix where names
     collide) whose cell in this row is the leaf's text: a bipartite matching, by augmenting paths."""
