@@ -744,18 +744,19 @@ def _leaves_sql(
     tag = re.sub(r"\W", "_", source)
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
 
-    def leaf(i: int, is_masked: bool, kind: str) -> str:
-        value = f"_{tag}_{kind}[{i}]"
-        return f"CASE WHEN _{tag}_types[{i}] <> 'OBJECT' THEN {value} END" if is_masked else value
+    # Read once per row at every path of the batch: the JSON text of each leaf (an object's
+    # text starts with "{"), hashed as it is, so 15 and "15" stay different events.
+    union = len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(list(shapes.values()), leaves)
 
-    if len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(list(shapes.values()), leaves):
-        if any(masked):
-            out.inner.append(f"json_type({source}, [{pointers}]) AS _{tag}_types")
-        # Hashed as JSON text, so 15 and "15" stay different events; stored as plain text.
+    def leaf(i: int, is_masked: bool) -> str:
+        value = f"_{tag}_json[{i}]"
+        return f"CASE WHEN NOT starts_with({value}, '{{') THEN {value} END" if is_masked else value
+
+    if union:
         out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
         pairs = []
         for i, (p, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
-            value = leaf(i, is_masked, "json")
+            value = leaf(i, is_masked)
             hashed = _object_list_sql(value) if leaves[p] == "object-list" else value
             pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
@@ -787,7 +788,7 @@ def _leaves_sql(
     if prefix is None:
         return out
     columns: list[tuple[int, tuple[str, ...], bool, str]] = []
-    for path, is_masked in zip(paths, masked, strict=True):
+    for i, (path, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
         if leaves[path] == "cut":
             out.too_deep += 1
             continue
@@ -795,19 +796,19 @@ def _leaves_sql(
         if name is None:
             capped.add(user_column_name(prefix, path))
             continue
-        columns.append((len(columns) + 1, path, is_masked, name))
+        columns.append((i, path, is_masked, name))
     if not columns:
         return out
-    column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
-    out.inner.append(f"json_extract_string({source}, [{column_pointers}]) AS _{tag}_values")
-    if any(m for _, _, m, _ in columns):
-        out.inner.append(f"json_type({source}, [{column_pointers}]) AS _{tag}_column_types")
+    if not union:
+        column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
+        out.inner.append(f"json_extract({source}, [{column_pointers}]) AS _{tag}_json")
+        columns = [(n, p, m, name) for n, (_, p, m, name) in enumerate(columns, start=1)]
     by_column: dict[str, list[str]] = {}
     for i, _, is_masked, name in columns:
-        value = f"_{tag}_values[{i}]"
-        if is_masked:
-            value = f"CASE WHEN _{tag}_column_types[{i}] <> 'OBJECT' THEN {value} END"
-        by_column.setdefault(name, []).append(value)
+        # The stored text: a string unquoted, null as NULL, anything else as its JSON text.
+        value = leaf(i, is_masked)
+        text = f"CASE WHEN starts_with({value}, '\"') THEN {value} ->> '$' WHEN {value} <> 'null' THEN CAST({value} AS VARCHAR) END"
+        by_column.setdefault(name, []).append(text)
     for name, parts in sorted(by_column.items()):
         expression = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
         out.columns.append(f"{expression} AS {_sql_ident(name)}")
