@@ -3,14 +3,16 @@
     python benchmarks/ingest.py                      # 1,000,000 simulated events
     python benchmarks/ingest.py --events 200000      # a quicker look
     python benchmarks/ingest.py --input my.ndjson    # your own capture
+    python benchmarks/ingest.py --rounds 3           # on a noisy machine: the median of 3 rounds
 
-Each contender runs once, in a fresh process, on the same file:
+Each contender runs once per round, in a fresh process, on the same file:
 
 * ours:            campaign_analytics.ingest (parse, validate, flatten, dedupe, Delta commit)
 * duckdb:          read_json(..., sample_size=-1) -> COPY ... TO parquet
 * json_normalize:  orjson per line + pandas.json_normalize -> to_parquet
 
-It prints events/s, peak RSS and the ratios. Targets (issue 2): ours >= 1.0x DuckDB's
+It prints events/s, peak RSS and the ratios (with several rounds, the contenders take turns
+and each figure is the median over the rounds). Targets (issue 2): ours >= 1.0x DuckDB's
 rate, >= 8x json_normalize, peak RSS <= 1 GiB. Figures vary with the machine; compare
 ratios, not seconds.
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "_work")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", nargs="*", choices=sorted(CONTENDERS), help="run only these contenders")
+    parser.add_argument("--rounds", type=int, default=1, help="run every contender this many times, taking turns")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -115,15 +119,20 @@ def main() -> None:
     size = os.path.getsize(source)
     print(f"input: {records:,} records, {size / 2**20:,.0f} MiB, {os.cpu_count()} cores\n")
 
-    results: dict[str, dict[str, float]] = {}
-    for name in args.only or list(CONTENDERS):
-        out = args.work / f"out-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        results[name] = _run(name, source, out)
-        results[name]["rate"] = records / results[name]["seconds"]
-        shutil.rmtree(out, ignore_errors=True)
-        print(f"  ran {name} in {time.perf_counter() - started:,.1f} s")
+    rounds: dict[str, list[dict[str, float]]] = {}
+    for round_ in range(1, args.rounds + 1):
+        for name in args.only or list(CONTENDERS):
+            out = args.work / f"out-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            rounds.setdefault(name, []).append(_run(name, source, out))
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  round {round_}: ran {name} in {time.perf_counter() - started:,.1f} s")
+    results = {
+        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for name, runs in rounds.items()
+    }
+    for r in results.values():
+        r["rate"] = records / r["seconds"]
 
     print()
     print(f"{'contender':<16}{'seconds':>10}{'events/s':>12}{'peak RSS MiB':>14}{'rows out':>12}{'ours is':>12}")

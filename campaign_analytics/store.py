@@ -27,11 +27,10 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,6 +53,9 @@ from .flatten import (
 )
 from .flatten import cursor as flatten_cursor
 from .sources import Chunk, PayloadFile, find_files, read_chunks
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "LoadSummary",
@@ -564,7 +566,7 @@ def ingest(
         Caps on nesting depth, user columns and record size.
     batch_records
         Records per batch (a batch also ends after 48 MiB of input). Up to
-        three batches are in memory at once; smaller batches use less memory
+        four batches are in memory at once; smaller batches use less memory
         and run slower, since every batch costs a fixed query setup.
     progress
         Show a progress bar on stderr; by default only when stderr is a terminal.
@@ -922,6 +924,7 @@ def _live_files(delta: DeltaTable, root: str) -> Any:
 
 def _as_utc(value: str | dt.date | dt.datetime | pd.Timestamp, *, end: bool) -> tuple[pd.Timestamp, bool]:
     """A bound as a UTC timestamp, and whether it was a whole day."""
+    import pandas as pd  # only for what returns frames: a load alone never needs it
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as error:
@@ -1003,9 +1006,10 @@ _JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 
 def _user_series(array: pa.ChunkedArray) -> pd.Series:
     """A user column as numbers or booleans when every value is one, else as text."""
+    import pandas as pd
     values = array.drop_null()
     if len(values) == 0:
-        return array.to_pandas(types_mapper=pd.ArrowDtype if False else None)
+        return array.to_pandas()
     if pc.all(pc.match_substring_regex(values, _JSON_INTEGER)).as_py():
         try:
             return pd.Series(array.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
@@ -1020,6 +1024,7 @@ def _user_series(array: pa.ChunkedArray) -> pd.Series:
 
 def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
     """Arrow events → pandas: column order of the contract, ms timestamps, typed user columns, lists as lists."""
+    import pandas as pd
     columns: dict[str, Any] = {}
     for name in _ordered(arrow.column_names):
         array = arrow.column(name)
@@ -1193,6 +1198,7 @@ def read_loads(table: PathLike, *, files: bool = False) -> pd.DataFrame:
     >>> ca.read_loads(path)[["records", "written"]].shape
     (1, 2)
     """
+    import pandas as pd
     delta = _open_table(_table_uri(table), must_exist=True)
     assert delta is not None
     entries = _ledger(delta)
