@@ -252,7 +252,7 @@ def read_chunks(
     """
     try:
         with open(file.path, "rb", buffering=0) as raw:
-            source: BinaryIO = io.BufferedReader(_Hashing(raw, digest) if digest is not None else raw, _READ_SIZE)
+            source: BinaryIO = io.BufferedReader(_Hashing(raw, digest) if digest is not None else raw)
             stream = gzip.GzipFile(fileobj=source, mode="rb") if source.peek(2)[:2] == _GZIP_MAGIC else source
             if _is_line_format(file.path):
                 yield from _read_lines(file.path, stream, chunk_records, max_record_bytes)

@@ -763,7 +763,7 @@ def _run(
                 local.con = flatten_cursor(con)
                 cursors.append(local.con)
             flats = list(_flattened(local.con, lines, limits, user_columns, naming.turn(k)))
-            naming.skip(k)
+            naming.skip(k)  # a batch that never named columns (one record too large) must not hold up the next
             with handing_on.turn(k):
                 for flat in flats:
                     if writing:
