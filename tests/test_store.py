@@ -231,6 +231,18 @@ def test_a_copy_of_a_loaded_file_is_unchanged_and_a_grown_file_is_reread(tmp_pat
     assert event_count(table) == 3
 
 
+
+def test_copies_within_one_load_are_read_once_and_same_size_files_keep_their_own_hashes(tmp_path, table):
+    first = write_payload(tmp_path / "in" / "a.ndjson", [make_event(id="f1")])
+    shutil.copy(first, tmp_path / "in" / "b.ndjson")
+    other = write_payload(tmp_path / "in" / "c.ndjson", [make_event(id="f2")])  # same size, other bytes
+    assert other.stat().st_size == first.stat().st_size
+    summary = ca.ingest(str(tmp_path / "in"), table)
+    assert (summary.files, summary.files_unchanged, summary.records, summary.written) == (3, 1, 2, 2)
+    files = ca.read_loads(table, files=True).set_index("path")
+    for path in (first, other):
+        assert files.loc[str(path), "hash"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
 def test_reingest_of_simulated_stream_is_idempotent(tmp_path, table):
     truth = simulate(tmp_path / "sim", items=120, seed=11, bad_records=3, other_triggers=2)
     first = ca.ingest(str(tmp_path / "sim"), table)
