@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(CONTENDERS), help="run only these contenders")
     parser.add_argument("--rounds", type=int, default=1, help="run every contender this many times, taking turns")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
 
     args.work.mkdir(parents=True, exist_ok=True)
     source = args.input.resolve() if args.input else _make_input(args.events, args.work, args.seed)
