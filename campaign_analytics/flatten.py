@@ -662,24 +662,22 @@ class _Leaves:
 _KIND_RANK: Final[dict[str, int]] = {"leaf": 0, "object-list": 1, "cut": 2, "maybe-object": 3}
 
 
-def _union_reads_every_row_as_alone(shapes: Sequence[dict[tuple[str, ...], str]], union: dict[tuple[str, ...], str]) -> bool:
+def _union_reads_every_row_as_alone(kinds: dict[tuple[str, ...], set[str]]) -> bool:
     """Whether reading every path of the batch from every row gives each row exactly its own leaves.
 
-    It does unless a path is a list of objects in one shape and something
-    else in another, an object at the depth cap in one and an empty object in
-    another, or a path descends through what another shape holds as a list
-    (a numeric key would then read a list element).
+    ``kinds`` holds, for every leaf path of the batch, what it is in each
+    shape that has it. Reading the union works unless a path is a list of
+    objects in one shape and something else in another, an object at the
+    depth cap in one and an empty object in another, or a path descends
+    through what another shape holds as a list (a numeric key would then
+    read a list element).
     """
-    kinds: dict[tuple[str, ...], set[str]] = {}
-    for shape in shapes:
-        for path, what in shape.items():
-            kinds.setdefault(path, set()).add(what)
     for found in kinds.values():
         if len(found) > 1 and ("object-list" in found or {"cut", "maybe-object"} <= found):
             return False
     not_objects = {path for path, found in kinds.items() if found - {"maybe-object"}}
     return not any(
-        path[:i] in not_objects and path[i].isdigit() for path in union for i in range(1, len(path))
+        path[:i] in not_objects and path[i].isdigit() for path in kinds for i in range(1, len(path))
     )
 
 
@@ -721,8 +719,8 @@ def _leaves_sql(
     what else shares its batch.
     """
     out = _Leaves()
-    leaves: dict[tuple[str, ...], str] = {}
     shapes: dict[str, dict[tuple[str, ...], str]] = {}
+    kinds: dict[tuple[str, ...], set[str]] = {}
     for text in structures:
         if not text or text in shapes:
             continue
@@ -731,8 +729,8 @@ def _leaves_sql(
             continue
         shape = shapes[text] = dict(_leaf_paths(structure, limits.max_depth))
         for path, what in shape.items():
-            if _KIND_RANK[what] >= _KIND_RANK[leaves.get(path, "leaf")]:
-                leaves[path] = what
+            kinds.setdefault(path, set()).add(what)
+    leaves = {path: max(found, key=_KIND_RANK.__getitem__) for path, found in kinds.items()}
     # The hash part is never NULL, so an event hashes the same whatever else shares its batch.
     not_object = f"CASE WHEN {source} IS NULL THEN '' WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
     if not leaves:
@@ -746,7 +744,7 @@ def _leaves_sql(
 
     # Read once per row at every path of the batch: the JSON text of each leaf (an object's
     # text starts with "{"), hashed as it is, so 15 and "15" stay different events.
-    union = len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(list(shapes.values()), leaves)
+    union = len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(kinds)
 
     def leaf(i: int, is_masked: bool) -> str:
         value = f"_{tag}_json[{i}]"
