@@ -11,14 +11,17 @@ two text values of one column.
 
 The event id is the MD5 of the trigger, the app id and a canonical form of
 ``data``: every known field by name, every leaf of ``variables``, ``metadata``
-and ``content`` as ``path=value`` in path order, unknown fields in key order.
-Key order anywhere in an object therefore does not change it, nor does
-``templateVersion`` arriving as ``"2"`` instead of ``2``. Each row is hashed by
-its own leaves, so the id never depends on the other records of its batch.
+and ``content`` as ``path=value`` in path order, unknown fields in key order;
+objects inside lists, past the depth cap or in unknown fields are written
+with their keys sorted at every depth. Key order anywhere in an object
+therefore does not change it, nor does ``templateVersion`` arriving as ``"2"``
+instead of ``2``. Each row is hashed by its own leaves, so the id never
+depends on the other records of its batch.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -489,7 +492,8 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
     for column in CORE_SCHEMA.names:
         if column == "event_id":
             parts = ", ".join(
-                ["canonical_core", variables.canonical, metadata.canonical, content.canonical, "coalesce(extra_json, '')"]
+                ["canonical_core", variables.canonical, metadata.canonical, content.canonical,
+                 f"coalesce({_canonical_sql('extra_json', 'nested')}, '')"]
             )
             core.append(f"CASE WHEN kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id")
         elif column == "item_id":
@@ -532,8 +536,9 @@ _MACROS: Final[tuple[str, ...]] = (
 _STAGE1_SQL: Final[str] = _stage1_sql()
 # The shapes of the user objects in a batch, to know which leaves become columns.
 _STRUCTURES_SQL: Final[str] = (
-    "SELECT DISTINCT json_structure(v[1]), json_structure(v[2]), json_structure(v[3]) FROM "
-    "(SELECT try(json_extract(raw, ['/data/variables', '/data/metadata', '/data/content'])) AS v FROM lines)"
+    "SELECT json_structure(v[1]), json_structure(v[2]), json_structure(v[3]), min(_position) AS first FROM "
+    "(SELECT try(json_extract(raw, ['/data/variables', '/data/metadata', '/data/content'])) AS v, _position FROM lines) "
+    "GROUP BY ALL ORDER BY first"
 )
 
 
@@ -563,18 +568,45 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 
 def _set_up(con: duckdb.DuckDBPyConnection) -> None:
-    # The session time zone and the temporary macros belong to one connection.
+    # The session time zone and the temporary macros belong to one connection; functions to the database.
     con.execute("SET TimeZone = 'UTC'")
     for statement in _MACROS:
         con.execute(statement)
+    if not con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = '_canonical_json'").fetchall()[0][0]:
+        con.create_function("_canonical_json", _canonical_json, ["VARCHAR"], "VARCHAR", type="arrow")
+
+
+def _canonical_json(texts: pa.Array) -> pa.Array:
+    """JSON texts rewritten with the keys of every object sorted, for the event id.
+
+    Called only for the few values that hold objects inside lists, objects
+    past the depth cap and unknown fields with objects, so Python per value
+    is fine here. Numbers and literals that only DuckDB's lenient parser
+    takes (NaN, 1e999, 2**70) go through the standard library instead; a
+    text neither reads is kept as it is.
+    """
+    out: list[str | None] = []
+    for text in texts.to_pylist():
+        if text is None:
+            out.append(None)
+            continue
+        try:
+            out.append(orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode())
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            try:
+                out.append(json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+            except (ValueError, RecursionError):
+                out.append(text)
+    return pa.array(out, pa.string())
 
 
 def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
     """(path, what) of every leaf of a DuckDB json_structure.
 
-    what: "leaf"; "maybe-object" (a leaf that may hold an empty or mixed
-    object); "object-list" (a list of objects); "cut" (an object at
-    max_depth: not flattened, hashed as text).
+    what: "leaf" (a scalar, or a list with no object anywhere in it);
+    "maybe-object" (an empty object); "object-list" (a list of objects whose
+    values hold no object); "nested" (any other list that may hold an
+    object); "cut" (an object at max_depth: not flattened).
     """
     for key, value in structure.items():
         here = (*path, key)
@@ -583,10 +615,21 @@ def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> I
                 yield from _leaf_paths(value, max_depth, here)
             else:
                 yield here, "cut"
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            yield here, "object-list"
+        elif isinstance(value, list):
+            element = value[0] if value else None
+            if isinstance(element, dict) and element and not any(map(_may_hold_object, element.values())):
+                yield here, "object-list"
+            else:
+                yield here, "nested" if _may_hold_object(value) else "leaf"
         else:
             yield here, "maybe-object" if value == "JSON" else "leaf"
+
+
+def _may_hold_object(structure: Any) -> bool:
+    """Whether a json_structure may stand for a value with an object in it ("JSON" is an empty object or mixed types)."""
+    if isinstance(structure, list):
+        return any(map(_may_hold_object, structure))
+    return isinstance(structure, dict) or structure == "JSON"
 
 
 def _load_structure(text: str, max_depth: int) -> Any:
@@ -659,26 +702,49 @@ class _Leaves:
 
 
 # Of the kinds a path has in different shapes of one batch, the one that decides how it is read.
-_KIND_RANK: Final[dict[str, int]] = {"leaf": 0, "object-list": 1, "cut": 2, "maybe-object": 3}
+_KIND_RANK: Final[dict[str, int]] = {"leaf": 0, "object-list": 1, "nested": 1, "cut": 2, "maybe-object": 3}
 
 
 def _union_reads_every_row_as_alone(kinds: dict[tuple[str, ...], set[str]]) -> bool:
     """Whether reading every path of the batch from every row gives each row exactly its own leaves.
 
     ``kinds`` holds, for every leaf path of the batch, what it is in each
-    shape that has it. Reading the union works unless a path is a list of
-    objects in one shape and something else in another, an object at the
-    depth cap in one and an empty object in another, or a path descends
+    shape that has it. Reading the union works unless a path is a list
+    holding objects in one shape and something else in another, an object at
+    the depth cap in one and an empty object in another, or a path descends
     through what another shape holds as a list (a numeric key would then
     read a list element).
     """
     for found in kinds.values():
-        if len(found) > 1 and ("object-list" in found or {"cut", "maybe-object"} <= found):
+        if len(found) > 1 and ("object-list" in found or "nested" in found or {"cut", "maybe-object"} <= found):
             return False
+    return not _list_readers(kinds)
+
+
+def _list_readers(kinds: dict[tuple[str, ...], set[str]]) -> set[tuple[str, ...]]:
+    """Paths that, read from some row of the batch, would give an element of a list that row holds."""
     not_objects = {path for path, found in kinds.items() if found - {"maybe-object"}}
-    return not any(
-        path[:i] in not_objects and path[i].isdigit() for path in kinds for i in range(1, len(path))
-    )
+    return {path for path in kinds if any(path[:i] in not_objects and path[i].isdigit() for i in range(1, len(path)))}
+
+
+def _canonical_sql(value: str, kind: str) -> str:
+    """Hash text of a value that may hold objects: their keys sorted at every depth, so a retry that reorders them matches.
+
+    Only values that may hold an object are handed to the JSON rewrite, so
+    plain values keep the text they arrived with (and their event ids).
+    """
+    if kind == "cut":
+        return f"CASE WHEN starts_with({value}, '{{') THEN _canonical_json({value}) ELSE CAST({value} AS VARCHAR) END"
+    return f"CASE WHEN contains(substr({value}, 2), '{{') THEN _canonical_json({value}) ELSE CAST({value} AS VARCHAR) END"
+
+
+def _hash_text_sql(value: str, kind: str) -> str:
+    """The text a leaf of this kind is hashed by."""
+    if kind == "object-list":
+        return _object_list_sql(value)
+    if kind in ("nested", "cut"):
+        return _canonical_sql(value, kind)
+    return value
 
 
 def _object_list_sql(value: str) -> str:
@@ -732,7 +798,9 @@ def _leaves_sql(
             kinds.setdefault(path, set()).add(what)
     leaves = {path: max(found, key=_KIND_RANK.__getitem__) for path, found in kinds.items()}
     # The hash part is never NULL, so an event hashes the same whatever else shares its batch.
-    not_object = f"CASE WHEN {source} IS NULL THEN '' WHEN json_type({source}) <> 'OBJECT' THEN {source} END"
+    not_object = (
+        f"CASE WHEN {source} IS NULL THEN '' WHEN NOT starts_with({source}, '{{') THEN {_canonical_sql(source, 'nested')} END"
+    )
     if not leaves:
         out.canonical = f"coalesce({not_object}, '')"
         return out
@@ -747,15 +815,15 @@ def _leaves_sql(
     union = len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(kinds)
 
     def leaf(i: int, is_masked: bool) -> str:
+        # Where another shape has an object (its leaves are read on their own), only an empty object is this leaf's value.
         value = f"_{tag}_json[{i}]"
-        return f"CASE WHEN NOT starts_with({value}, '{{') THEN {value} END" if is_masked else value
+        return f"CASE WHEN NOT starts_with({value}, '{{') OR {value} = '{{}}' THEN {value} END" if is_masked else value
 
     if union:
         out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
         pairs = []
         for i, (p, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
-            value = leaf(i, is_masked)
-            hashed = _object_list_sql(value) if leaves[p] == "object-list" else value
+            hashed = _hash_text_sql(leaf(i, is_masked), leaves[p])
             pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
     else:
@@ -774,10 +842,12 @@ def _leaves_sql(
         out.join = f" LEFT JOIN {out.own_name} ON _{tag}_shape = json_structure({source})"
         out.inner.append(f"list_transform(_{tag}_pointers, lambda p: json_extract({source}, p)) AS _{tag}_own")
         value, kind = f"_{tag}_own[i]", f"_{tag}_kinds[i]"
+        by_kind = " ".join(
+            f"WHEN '{what}' THEN {_hash_text_sql(value, what)}" for what in ("object-list", "nested", "cut")
+        )
         pair = (
-            f"CASE WHEN {value} IS NULL OR ({kind} = 'maybe-object' AND json_type({value}) = 'OBJECT') THEN NULL "
-            f"ELSE _{tag}_pointers[i] || '=' || CASE WHEN {kind} = 'object-list' THEN {_object_list_sql(value)} "
-            f"ELSE CAST({value} AS VARCHAR) END END"
+            f"CASE WHEN {value} IS NULL THEN NULL "
+            f"ELSE _{tag}_pointers[i] || '=' || CASE {kind} {by_kind} ELSE CAST({value} AS VARCHAR) END END"
         )
         out.canonical = (
             f"coalesce({not_object}, array_to_string(list_filter(list_transform(range(1, len(_{tag}_pointers) + 1), "
@@ -785,6 +855,11 @@ def _leaves_sql(
         )
     if prefix is None:
         return out
+    # New leaves get their columns in the order they arrive (shapes come in the order of their first row).
+    for shape in shapes.values():
+        for path in shape:
+            if leaves[path] != "cut":
+                user_columns.column(prefix, path)
     columns: list[tuple[int, tuple[str, ...], bool, str]] = []
     for i, (path, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
         if leaves[path] == "cut":
@@ -801,10 +876,14 @@ def _leaves_sql(
         column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
         out.inner.append(f"json_extract({source}, [{column_pointers}]) AS _{tag}_json")
         columns = [(n, p, m, name) for n, (_, p, m, name) in enumerate(columns, start=1)]
+    # Read at the union of paths, these could give an element of a list the row holds: each is read only by its own shape.
+    list_readers = set() if union else _list_readers(kinds)
     by_column: dict[str, list[str]] = {}
-    for i, _, is_masked, name in columns:
+    for i, path, is_masked, name in columns:
         # The stored text: a string unquoted, null as NULL, anything else as its JSON text.
         value = leaf(i, is_masked)
+        if path in list_readers:
+            value = f"CASE WHEN list_contains(_{tag}_pointers, {_sql_string(_json_pointer(path))}) THEN {value} END"
         text = f"CASE WHEN starts_with({value}, '\"') THEN {value} ->> '$' WHEN {value} <> 'null' THEN CAST({value} AS VARCHAR) END"
         by_column.setdefault(name, []).append(text)
     for name, parts in sorted(by_column.items()):
@@ -814,7 +893,7 @@ def _leaves_sql(
 
 
 _INVALID_JSON: Final[str] = "invalid JSON"
-# Past this many distinct leaf paths in a batch, an object is hashed by its sorted top-level keys.
+# Past this many distinct leaf paths in a batch, each row is read by its own shape's leaves.
 _MAX_HASHED_PATHS: Final[int] = 256
 
 
@@ -881,7 +960,8 @@ def flatten_batch(
     """
     if user_columns is None:
         user_columns = UserColumns(max_columns=limits.max_user_columns)
-    con.register("lines", lines)
+    # Arrival order within the batch, so new leaves are named in the order they first come.
+    con.register("lines", lines.append_column("_position", pa.array(np.arange(lines.num_rows, dtype=np.int64))))
     try:
         structures = con.execute(_STRUCTURES_SQL).fetchall()
         capped: set[str] = set()

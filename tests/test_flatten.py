@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import campaign_analytics as ca
 from campaign_analytics.flatten import FlattenLimits
 
-from conftest import DROP, T0, make_event, write_payload
+from conftest import DROP, T0, make_event, reordered, write_payload
 
 _counter = itertools.count()
 
@@ -626,7 +626,7 @@ def _leaves(obj: dict, path: tuple[str, ...] = ()):
         here = (*path, key)
         if isinstance(value, dict) and value:
             yield from _leaves(value, here)
-        elif not isinstance(value, dict):
+        else:
             yield here, value
 
 
@@ -730,6 +730,69 @@ def test_property_an_event_id_never_depends_on_the_rest_of_its_batch(objects):
     assert together == [_event_ids([record])[0] for record in records]
     assert together[::-1] == _event_ids(records[::-1])
     assert _event_ids(records, max_depth=2) == [_event_ids([record], max_depth=2)[0] for record in records]
+
+
+_REORDERED_ANYWHERE = {
+    "objects in a list in a list": {"variables": {"d": [[{"x": 1, "y": 2}]]}},
+    "an object in a list of scalars": {"variables": {"d": [1, {"x": 1, "y": 2}]}},
+    "an object in an object in a list": {"variables": {"d": [{"o": {"x": 1, "y": 2}, "p": 1}]}},
+    "a list of objects as the whole object": {"content": [{"x": 1, "y": 2}, {"z": {"b": 1, "a": 2}}]},
+    "an unknown field of data": {"futureField": {"x": 1, "y": {"b": [{"q": 1, "r": 2}], "a": 2}}},
+    "an object past max_depth": {"metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"x": 1, "y": 2}}}}}}}}}},
+}
+
+
+@pytest.mark.parametrize("data", _REORDERED_ANYWHERE.values(), ids=_REORDERED_ANYWHERE.keys())
+def test_key_order_anywhere_in_data_does_not_change_the_event_id(data):
+    event = make_event("after_feed_item_read", id="f1", **data)
+    retry = reordered(event)
+    assert json.dumps(retry) != json.dumps(event)
+    ids = _event_ids([event, retry])
+    assert ids[0] == ids[1] == _event_ids([retry])[0]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(objects=st.lists(st.tuples(_user_objects, _json_values), min_size=1, max_size=3))
+def test_property_key_order_never_changes_an_event_id(objects):
+    records = [
+        make_event("after_feed_item_read", id=f"f{n}", variables=variables, content={"actions": value}, extra=value)
+        for n, (variables, value) in enumerate(objects)
+    ]
+    retries = [reordered(record) for record in records]
+    assert _event_ids(records) == _event_ids(retries) == _event_ids(records + retries)[len(records):]
+    assert _event_ids(records, max_depth=2) == _event_ids(retries, max_depth=2)
+
+
+def test_an_empty_object_is_a_value(tmp_path):
+    """{} is kept: stored as "{}", and adding one is a real change of the event."""
+    ids = _event_ids([make_event(id="f1", variables={"b": 1}), make_event(id="f1", variables={"b": 1, "a": {}})])
+    assert ids[0] != ids[1]
+    rows, _, _ = stored_rows(tmp_path, [make_event(id="f1", variables={"a": {}}), make_event(id="f2", variables={"a": {"x": 1}})])
+    assert [(row["variables__a"], row["variables__a__x"]) for row in rows] == [("{}", None), (None, "1")]
+
+
+def test_a_list_element_never_fills_a_column_of_another_event(tmp_path):
+    """Where one event has the key "0" and another a list at the same place, the list stays in its own column."""
+    events = [make_event(id="a", variables={"l": {"0": "z"}}), make_event(id="b", variables={"l": ["q"]})]
+    for batch in (events, events[::-1]):
+        rows, _, _ = stored_rows(tmp_path, batch)
+        by_id = {row["item_id"]: (row["variables__l"], row["variables__l__0"]) for row in rows}
+        assert by_id == {"a": (None, "z"), "b": ('["q"]', None)}
+
+
+def test_colliding_keys_are_named_in_the_order_they_arrive_whatever_the_batching(tmp_path):
+    events = [make_event(id="a", variables={"name": "x", "first_name": 1}),
+              make_event(id="b", variables={"Name": "y", "first-name": 2})]
+    expected = {"variables__name": "x", "variables__Name_2": "y", "variables__first_name": "1",
+                "variables__first_name_2": "2"}
+    path = write_payload(tmp_path / "one.ndjson", events)
+    ca.ingest(str(path), str(tmp_path / "together"))
+    for n, event in enumerate(events):
+        ca.ingest(str(write_payload(tmp_path / f"part{n}.ndjson", [event])), str(tmp_path / "apart"))
+    for table in ("together", "apart"):
+        frame = ca.read_events(str(tmp_path / table)).set_index("item_id")
+        got = {c: frame[c].dropna().astype(str).tolist() for c in expected}
+        assert got == {c: [v] for c, v in expected.items()}, (table, got)
 
 
 def test_more_paths_in_a_batch_than_are_read_at_once_still_give_each_event_its_own_id():
