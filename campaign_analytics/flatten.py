@@ -627,9 +627,15 @@ def _leaf_paths(structure: Any, max_depth: int, path: tuple[str, ...] = ()) -> I
 
 def _may_hold_object(structure: Any) -> bool:
     """Whether a json_structure may stand for a value with an object in it ("JSON" is an empty object or mixed types)."""
-    if isinstance(structure, list):
-        return any(map(_may_hold_object, structure))
-    return isinstance(structure, dict) or structure == "JSON"
+    # Without recursion: lists may be nested hundreds deep.
+    pending = [structure]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict) or item == "JSON":
+            return True
+    return False
 
 
 def _load_structure(text: str, max_depth: int) -> Any:

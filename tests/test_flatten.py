@@ -763,6 +763,21 @@ def test_property_key_order_never_changes_an_event_id(objects):
     assert _event_ids(records, max_depth=2) == _event_ids(retries, max_depth=2)
 
 
+def test_lists_nested_hundreds_deep_load(tmp_path):
+    def nested(inner: dict) -> list:
+        value: list = [inner]
+        for _ in range(600):
+            value = [value]
+        return value
+
+    deep = nested({"y": 2, "x": 1})
+    rows, _, summary = stored_rows(tmp_path, [make_event(id="f1", variables={"d": deep})])
+    assert (summary.written, summary.rejected) == (1, 0)
+    assert json.loads(rows[0]["variables__d"]) == deep
+    ids = _event_ids([make_event(id="f1", variables={"d": deep}), make_event(id="f1", variables={"d": nested({"x": 1, "y": 2})})])
+    assert ids[0] == ids[1]
+
+
 def test_an_empty_object_is_a_value(tmp_path):
     """{} is kept: stored as "{}", and adding one is a real change of the event."""
     ids = _event_ids([make_event(id="f1", variables={"b": 1}), make_event(id="f1", variables={"b": 1, "a": {}})])
