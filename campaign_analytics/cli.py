@@ -41,6 +41,7 @@ def _ingest(args: argparse.Namespace) -> int:
             new_columns=summary.new_columns,
             capped_keys=summary.capped_keys,
             too_deep=summary.too_deep,
+            partial_files=summary.partial_files,
             version=summary.version,
             seconds=summary.seconds,
         )

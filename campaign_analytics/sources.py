@@ -8,9 +8,15 @@ name); UTF-8 with or without BOM; LF or CRLF line ends.
 Records are handed on in chunks, as Arrow binary arrays of raw bytes, never
 parsed here: parsing, validation and flattening are the next module's job. An
 NDJSON file is read in large blocks whose lines become array entries over the
-block's own memory, so no Python object is made per line. A line longer than
-``max_record_bytes`` is not read into memory whole: it becomes an oversize
-marker that the loader quarantines.
+block's own memory, so no Python object is made per line. A record longer than
+``max_record_bytes`` (a line, an array element or a whole single-body file) is
+not handed on: it becomes an oversize marker that the loader quarantines.
+
+A file that breaks off part way (a gzip stream cut short by a capture process
+killed mid-write, corrupt compressed data, a read error) is read up to the
+break: the records before it are handed on as usual, then :class:`PartialRead`
+says where reading stopped, so the loader can quarantine the break and go on
+with the other files.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
@@ -33,7 +39,7 @@ import pyarrow.compute as pc
 
 from .errors import SourceError
 
-__all__ = ["PayloadFile", "Chunk", "Oversize", "find_files", "read_chunks", "PAYLOAD_SUFFIXES"]
+__all__ = ["PayloadFile", "Chunk", "Oversize", "PartialRead", "find_files", "read_chunks", "PAYLOAD_SUFFIXES"]
 
 PAYLOAD_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl", ".json")
 _LINE_FORMAT_SUFFIXES: Final[tuple[str, ...]] = (".ndjson", ".jsonl")
@@ -45,6 +51,44 @@ _READ_SIZE: Final[int] = 8 << 20
 _MAX_DOCUMENT_BYTES: Final[int] = 1 << 30
 # How much of an oversize record is kept, so the rejected row shows what it was.
 OVERSIZE_PREVIEW_BYTES: Final[int] = 1024
+# What a file that breaks off part way may raise while it is read (gzip.BadGzipFile is an OSError).
+_READ_FAILURES: Final[tuple[type[BaseException], ...]] = (OSError, EOFError, zlib.error)
+# A position and the first bytes of the record that was being read there.
+_Stop = tuple[int, bytes]
+
+
+class PartialRead(SourceError):
+    """A file broke off part way: every record before the break was read, the rest cannot be.
+
+    :func:`read_chunks` raises it after yielding the records before the
+    break, so a loader can keep them, quarantine the break as one rejected
+    record and go on with the other files.
+
+    Attributes
+    ----------
+    path
+        The file.
+    line
+        Where reading stopped: the position (line, or array element) of the
+        record that was cut short, or of the next record when the break fell
+        between two.
+    raw
+        The first bytes of the record that was cut short (empty when none was).
+    reason
+        What went wrong, for the rejected record, e.g. ``corrupt or truncated
+        gzip: <error>; the records before this point were loaded``.
+    hashed
+        Whether the ``digest`` given to :func:`read_chunks` saw every byte of
+        the file (False when the rest of the file could not be read either).
+    """
+
+    def __init__(self, path: str, line: int, raw: bytes, reason: str, *, hashed: bool) -> None:
+        super().__init__(f"{path}: {reason} (reading stopped at line {line}).")
+        self.path = path
+        self.line = line
+        self.raw = raw
+        self.reason = reason
+        self.hashed = hashed
 
 
 class Oversize(bytes):
@@ -233,8 +277,8 @@ def read_chunks(
     chunk_records
         At most this many records per chunk.
     max_record_bytes
-        A record (line, or whole single-body file) larger than this is not
-        held in memory: an oversize marker stands in its place.
+        A record (line, array element, or whole single-body file) larger than
+        this is not handed on: an oversize marker stands in its place.
     digest
         A :mod:`hashlib` object, fed every byte of the file as stored
         (compressed, for gzip) as it is read: the file is read once, not once
@@ -247,25 +291,58 @@ def read_chunks(
 
     Raises
     ------
+    PartialRead
+        The file broke off part way (a truncated or corrupt gzip stream, a
+        read error): raised after the records before the break were yielded.
     SourceError
-        The file cannot be opened or its compressed stream is corrupt.
+        The file cannot be opened, or not a byte of it can be read.
     """
+    with _open(file.path) as raw:
+        counting = _Counting(raw, digest)
+        source = io.BufferedReader(counting)
+        try:
+            is_gzip = source.peek(2)[:2] == _GZIP_MAGIC
+        except OSError as error:
+            raise _unreadable(file.path, error) from error
+        stream = _Blocks(gzip.GzipFile(fileobj=source, mode="rb") if is_gzip else source)
+        reader = _read_lines if _is_line_format(file.path) else _read_document
+        line, unfinished = yield from reader(file.path, stream, chunk_records, max_record_bytes)
+        error = stream.error
+        if error is None and digest is not None:
+            error = _drain(source)  # whatever the reader left (a gzip trailer), so the hash is whole
+        if error is None:
+            return
+        if not counting.bytes_read:
+            raise _unreadable(file.path, error) from error
+        hashed = digest is not None and _drain(source) is None
+        if is_gzip and isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
+            reason = f"corrupt or truncated gzip: {error}; the records before this point were loaded"
+        else:
+            reason = f"read error: {error}; the records before this point were loaded"
+        raise PartialRead(file.path, line, unfinished[:OVERSIZE_PREVIEW_BYTES], reason, hashed=hashed) from error
+
+
+def _open(path: str) -> io.FileIO:
     try:
-        with open(file.path, "rb", buffering=0) as raw:
-            source: BinaryIO = io.BufferedReader(_Hashing(raw, digest) if digest is not None else raw)
-            stream = gzip.GzipFile(fileobj=source, mode="rb") if source.peek(2)[:2] == _GZIP_MAGIC else source
-            if _is_line_format(file.path):
-                yield from _read_lines(file.path, stream, chunk_records, max_record_bytes)
-            else:
-                yield from _read_document(file.path, stream, chunk_records, max_record_bytes)
-            if digest is not None:
-                while source.read(_READ_SIZE):  # whatever the reader left (a gzip trailer), so the hash is whole
-                    pass
-    except (OSError, EOFError, zlib.error) as error:
-        raise SourceError(
-            f"{file.path}: cannot be read ({error}). If it is a gzip file it may be truncated; "
-            "re-export it or leave it out."
-        ) from error
+        return open(path, "rb", buffering=0)
+    except OSError as error:
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: str, error: BaseException) -> SourceError:
+    return SourceError(
+        f"{path}: cannot be read ({error}). Check that the file is readable, or leave it out of the sources."
+    )
+
+
+def _drain(source: BinaryIO) -> BaseException | None:
+    """Read the rest of source, so a hash fed while reading sees every byte; what went wrong, if anything."""
+    try:
+        while source.read(_READ_SIZE):
+            pass
+    except _READ_FAILURES as error:
+        return error
+    return None
 
 
 def _is_line_format(path: str) -> bool:
@@ -273,12 +350,13 @@ def _is_line_format(path: str) -> bool:
     return base.endswith(_LINE_FORMAT_SUFFIXES)
 
 
-class _Hashing(io.RawIOBase):
-    """A raw file whose bytes also go to a hash as they are read."""
+class _Counting(io.RawIOBase):
+    """A raw file that counts the bytes read from it and, given a hash, feeds them to it."""
 
     def __init__(self, raw: io.RawIOBase, digest: Any) -> None:
         self._raw = raw
         self._digest = digest
+        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -286,12 +364,57 @@ class _Hashing(io.RawIOBase):
     def readinto(self, buffer: Any) -> int | None:
         n = self._raw.readinto(buffer)
         if n:
-            self._digest.update(memoryview(buffer)[:n])
+            self.bytes_read += n
+            if self._digest is not None:
+                self._digest.update(memoryview(buffer)[:n])
         return n
 
 
-def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
-    """NDJSON: each read block's complete lines become Arrow arrays over the block's own bytes (no copy per line)."""
+class _Blocks:
+    """A stream read in blocks; when it fails part way, the bytes before the failure still come out.
+
+    A plain ``read`` of a gzip or buffered stream discards what it had
+    decoded when a later part of the same call fails; ``read1`` never holds
+    bytes back, so a block is put together from ``read1`` calls. The failure
+    is kept in ``error`` and the stream then reads as ended. Bytes pushed
+    back are read first.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._head = b""
+        self.error: BaseException | None = None
+
+    def push_back(self, data: bytes) -> None:
+        """Have data read again before the rest of the stream."""
+        self._head = data + self._head
+
+    def read(self, size: int) -> bytes:
+        if self._head:
+            block, self._head = self._head[:size], self._head[size:]
+            return block
+        if self.error is not None:
+            return b""
+        pieces: list[bytes] = []
+        got = 0
+        while got < size:
+            try:
+                piece = self._stream.read1(min(size - got, _READ_SIZE))
+            except _READ_FAILURES as error:
+                self.error = error
+                break
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _read_lines(path: str, stream: _Blocks, chunk_records: int, max_record_bytes: int) -> Generator[Chunk, None, _Stop]:
+    """NDJSON: each read block's complete lines become Arrow arrays over the block's own bytes (no copy per line).
+
+    Returns where reading stopped and the start of the unfinished line, for a stream that broke off.
+    """
     line_number = 1
     carry = b""
     skipped: int | None = None  # bytes seen so far of an oversize line not kept
@@ -332,10 +455,14 @@ def _read_lines(path: str, stream: BinaryIO, chunk_records: int, max_record_byte
             carry = data
         if len(carry) > max_record_bytes:
             skipped, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
+    if stream.error is not None:
+        # The last line was cut short by the break: it becomes the rejected record of the break.
+        return line_number, preview if skipped is not None else carry[:OVERSIZE_PREVIEW_BYTES]
     if skipped is not None:
         yield Chunk.of(path, line_number, [_oversize_entry(skipped, preview)])
     elif carry:
         yield Chunk.of(path, line_number, [carry])
+    return line_number, b""
 
 
 def _block_lines(data: bytes, ends: np.ndarray, max_record_bytes: int) -> tuple[pa.BinaryArray, dict[int, Oversize]]:
@@ -361,8 +488,11 @@ def _oversize_entry(size: int, preview: bytes) -> Oversize:
     return Oversize(preview[:OVERSIZE_PREVIEW_BYTES], size)
 
 
-def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
-    """A .json file: a JSON array, one stored POST body, or NDJSON saved under a .json name."""
+def _read_document(path: str, stream: _Blocks, chunk_records: int, max_record_bytes: int) -> Generator[Chunk, None, _Stop]:
+    """A .json file: a JSON array, one stored POST body, or NDJSON saved under a .json name.
+
+    Returns where reading stopped and the start of the unfinished record, for a stream that broke off.
+    """
     content = stream.read(max_record_bytes + 1)
     if content.startswith(_BOM):
         content = content[len(_BOM):]
@@ -370,27 +500,46 @@ def _read_document(path: str, stream: BinaryIO, chunk_records: int, max_record_b
     if start == b"[":
         # Arrays are read whole (up to 1 GiB); big captures belong in NDJSON.
         content += stream.read(_MAX_DOCUMENT_BYTES)
+        if stream.error is not None:
+            elements, unfinished = _leading_elements(content)
+            yield from _element_chunks(path, elements, chunk_records, max_record_bytes)
+            return len(elements) + 1, unfinished[:OVERSIZE_PREVIEW_BYTES]
         elements = _array_elements(content)
         if elements is not None:
-            for first in range(0, len(elements), chunk_records):
-                yield Chunk.of(path, 1 + first, elements[first:first + chunk_records])
-            return
+            yield from _element_chunks(path, elements, chunk_records, max_record_bytes)
+            return len(elements) + 1, b""
+    if start == b"{" and (len(content) > max_record_bytes or stream.error is not None):
+        cut = content.find(b"\n")
+        # Several objects, one per line: NDJSON saved under a .json name (a first line that is a
+        # whole object, and more after it), so when the stream broke off, the lines before still load.
+        if 0 <= cut < len(content.rstrip()) and _is_json(content[:cut]):
+            stream.push_back(content)
+            return (yield from _read_lines(path, stream, chunk_records, max_record_bytes))
+    if stream.error is not None:
+        return 1, content.strip()[:OVERSIZE_PREVIEW_BYTES]
     if len(content) > max_record_bytes:
-        first_line = content.split(b"\n", 1)[0]
-        if start == b"{" and _is_json(first_line):
-            # Several objects, one per line: NDJSON saved under a .json name.
-            yield from _read_lines(path, _ChainedStream(content, stream), chunk_records, max_record_bytes)
-            return
         size = len(content)
         while block := stream.read(_READ_SIZE):
             size += len(block)
+        if stream.error is not None:
+            return 1, content[:OVERSIZE_PREVIEW_BYTES]
         yield Chunk.of(path, 1, [_oversize_entry(size, content)])
-        return
+        return 2, b""
     stripped = content.strip()
     if _is_json(stripped) or not (stripped.count(b"\n") and start == b"{"):
         yield Chunk.of(path, 1, [stripped])
-    else:
-        yield from _read_lines(path, _ChainedStream(content, stream), chunk_records, max_record_bytes)
+        return 2, b""
+    stream.push_back(content)
+    return (yield from _read_lines(path, stream, chunk_records, max_record_bytes))
+
+
+def _element_chunks(path: str, elements: Sequence[bytes], chunk_records: int, max_record_bytes: int) -> Iterator[Chunk]:
+    """Chunks of array elements (positions from 1), an oversize marker in place of each element over max_record_bytes."""
+    for first in range(0, len(elements), chunk_records):
+        part = elements[first:first + chunk_records]
+        if any(len(element) > max_record_bytes for element in part):
+            part = [_oversize_entry(len(e), e) if len(e) > max_record_bytes else e for e in part]
+        yield Chunk.of(path, 1 + first, part)
 
 
 def _is_json(text: bytes) -> bool:
@@ -423,36 +572,54 @@ def _array_elements(content: bytes) -> list[bytes] | None:
             return [orjson.dumps(element) for element in elements]
     if not (stripped.startswith(b"[") and stripped.endswith(b"]")):
         return None
+    parts, closed_at, _ = _array_parts(stripped, _ARRAY_TOKENS)
+    return parts if closed_at == len(stripped) else None
+
+
+def _array_parts(stripped: bytes, tokens: re.Pattern[bytes]) -> tuple[list[bytes], int | None, int]:
+    """Elements cut out of the text of a JSON array as they are, up to its closing bracket.
+
+    Returns the elements; the end of the closing bracket (None when the text
+    stops first, or a string runs to its end); and where the element after
+    the last one returned begins.
+    """
     parts: list[bytes] = []
     depth = 0
     begin = 1
-    for token in _ARRAY_TOKENS.finditer(stripped):
-        char = token.group()[:1]
+    for token in tokens.finditer(stripped):
+        text = token.group()
+        if text == b'"':
+            break  # a string runs to the end of the text: nothing after it is structure
+        char = text[:1]
         if char == b'"':
             continue
         if char in (b"[", b"{"):
             depth += 1
         elif char in (b"]", b"}"):
             depth -= 1
-            if depth == 0 and token.end() == len(stripped):
+            if depth == 0:
                 tail = stripped[begin:token.start()].strip()
                 if tail or parts:
                     parts.append(tail)
+                return parts, token.end(), begin
         elif char == b"," and depth == 1:
             parts.append(stripped[begin:token.start()].strip())
             begin = token.end()
-    return parts if depth == 0 else None
+    return parts, None, begin
 
 
-class _ChainedStream:
-    """Bytes already read, then the rest of the stream: the part of a stream _read_lines needs."""
+# As _ARRAY_TOKENS, and a lone quote: the start of a string the break cut short.
+_PARTIAL_ARRAY_TOKENS: Final[re.Pattern[bytes]] = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[\[\]{},]', re.DOTALL)
 
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
 
-    def read(self, size: int) -> bytes:
-        if self._head:
-            block, self._head = self._head[:size], self._head[size:]
-            return block
-        return self._rest.read(size)
+def _leading_elements(content: bytes) -> tuple[list[bytes], bytes]:
+    """The complete elements at the start of a JSON array cut short, and the text of the unfinished rest.
+
+    An element is complete once the comma after it is read; elements are cut
+    out of the text as they are (a bad one is rejected on its own later).
+    """
+    stripped = content.strip()
+    if not stripped.startswith(b"["):
+        return [], stripped
+    parts, closed_at, begin = _array_parts(stripped, _PARTIAL_ARRAY_TOKENS)
+    return parts, b"" if closed_at is not None else stripped[begin:].strip()

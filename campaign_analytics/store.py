@@ -52,7 +52,7 @@ from .flatten import (
     lines_table,
 )
 from .flatten import cursor as flatten_cursor
-from .sources import Chunk, PayloadFile, find_files, read_chunks
+from .sources import Chunk, PartialRead, PayloadFile, find_files, read_chunks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,6 +84,16 @@ _BATCH_BYTES: Final[int] = 48 << 20
 # planning with the other's execution.
 _FLATTEN_WORKERS: Final[int] = 2
 _DUCKDB_THREADS: Final[int] = max(1, (os.cpu_count() or 2) // _FLATTEN_WORKERS)
+# DuckDB memory of a load's batches, shared by both flatten workers and the writer. A batch
+# that does not fit is flattened in halves.
+_MEMORY_LIMIT_BYTES: Final[int] = 512 * 1000**2
+# A record that does not fit that even alone is flattened on a connection of its own, one
+# such record at a time, with this many times max_record_bytes of memory. Measured: a record
+# takes 25 to 55 times its size of DuckDB memory to flatten (a list of objects about 100
+# times), of which far less, about 15 to 80 times its size, is ever resident.
+_ALONE_MEMORY_PER_RECORD_BYTE: Final[int] = 128
+_ALONE: Final[threading.Lock] = threading.Lock()
+_SIZE_UNITS: Final[dict[str, int]] = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
 _FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
 
@@ -110,6 +120,10 @@ class LoadSummary:
         values stay in ``variables_json`` / ``metadata_json``.
     too_deep
         User sub-objects nested deeper than ``max_depth`` (kept in raw JSON only).
+    partial_files
+        Files that broke off part way (a truncated or corrupt gzip stream, a
+        read error): the records before the break were loaded, and the break
+        is one rejected record naming the file and the line where reading stopped.
     version
         The table version the load committed, or None when nothing was committed.
     """
@@ -130,6 +144,7 @@ class LoadSummary:
     new_columns: list[str] = field(default_factory=list)
     capped_keys: list[str] = field(default_factory=list)
     too_deep: int = 0
+    partial_files: list[str] = field(default_factory=list)
     version: int | None = None
     file_details: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
@@ -167,6 +182,12 @@ class LoadSummary:
             )
         if self.too_deep:
             lines.append(f"  {self.too_deep:,} nested user objects deeper than max_depth kept in raw JSON only")
+        if self.partial_files:
+            lines.append(
+                f"  {len(self.partial_files):,} file(s) broke off part way; the records before the break were loaded "
+                "and the break is a rejected record (see read_rejected): "
+                + ", ".join(self.partial_files[:10]) + (" ..." if len(self.partial_files) > 10 else "")
+            )
         if not self.balanced:
             lines.append("  WARNING: the counts do not add up; please report this with the input files")
         return "\n".join(lines)
@@ -398,25 +419,57 @@ def _line_batches(
     batch_records: int,
     progress: Any,
     digests: Mapping[PayloadFile, Any],
+    stopped: dict[str, PartialRead],
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """(lines, set-aside lines) for each batch of about batch_records lines of the files (digests: hashes to feed)."""
+    """(lines, set-aside lines) for each batch of about batch_records lines of the files (digests: hashes to feed).
+
+    A file that breaks off part way gives the records before the break, then
+    the break as a set-aside (rejected) line; it is also put in ``stopped``.
+    """
     pending: list[Chunk] = []
+    breaks: list[PartialRead] = []
     size = volume = 0
+
+    def batch() -> tuple[pa.Table, pa.Table]:
+        lines, set_aside = lines_table(pending, max_record_bytes=limits.max_record_bytes)
+        if breaks:
+            set_aside = pa.concat_tables([set_aside, _break_rows(breaks).cast(set_aside.schema)])
+            breaks.clear()
+        return lines, set_aside
+
     for file in files:
         chunks = read_chunks(
             file, chunk_records=min(batch_records, 16_384), max_record_bytes=limits.max_record_bytes, digest=digests.get(file)
         )
-        for chunk in chunks:
-            pending.append(chunk)
-            size += len(chunk)
-            volume += chunk.nbytes
-            if size >= batch_records or volume >= _BATCH_BYTES:
-                yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
-                pending, size, volume = [], 0, 0
+        try:
+            for chunk in chunks:
+                pending.append(chunk)
+                size += len(chunk)
+                volume += chunk.nbytes
+                if size >= batch_records or volume >= _BATCH_BYTES:
+                    yield batch()
+                    pending, size, volume = [], 0, 0
+        except PartialRead as problem:
+            stopped[file.path] = problem
+            breaks.append(problem)
         if progress is not None:
             progress.update(file.size)
-    if pending:
-        yield lines_table(pending, max_record_bytes=limits.max_record_bytes)
+    if pending or breaks:
+        yield batch()
+
+
+def _break_rows(breaks: Sequence[PartialRead]) -> pa.Table:
+    """The rejected records that stand for files broken off part way (kind, reason, trigger, raw, file, line)."""
+    return pa.table(
+        {
+            "kind": pa.array(["rejected"] * len(breaks), pa.string()),
+            "reason": pa.array([b.reason for b in breaks], pa.string()),
+            "trigger": pa.nulls(len(breaks), pa.string()),
+            "raw": pa.array([b.raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace") for b in breaks], pa.string()),
+            "source_file": pa.array([b.path for b in breaks], pa.string()),
+            "source_line": pa.array([b.line for b in breaks], pa.int64()),
+        }
+    )
 
 
 def _column_paths(table: DeltaTable | None) -> dict[str, str]:
@@ -563,7 +616,14 @@ def ingest(
         Read files again even when a committed load already holds the same bytes
         (their events are still deduplicated).
     limits
-        Caps on nesting depth, user columns and record size.
+        Caps on nesting depth, user columns and record size. Flattening a
+        record takes up to about 50 times its size in engine memory (a list
+        of objects about 100 times). A record up to ``max_record_bytes`` that
+        does not fit the memory the batches share (512 MB) is flattened
+        alone, one such record at a time, with up to 128 times
+        ``max_record_bytes`` of memory, but never more than DuckDB's own
+        default (80% of this machine's memory); one that needs more still is
+        rejected as "too large to flatten".
     batch_records
         Records per batch (a batch also ends after 48 MiB of input). Up to
         four batches are in memory at once; smaller batches use less memory
@@ -579,7 +639,11 @@ def ingest(
     Raises
     ------
     SourceError
-        A source is missing or unreadable (nothing is written).
+        A source is missing or cannot be read at all (nothing is written). A
+        file that breaks off part way (a truncated or corrupt gzip stream, a
+        read error) is not an error: the records before the break load, the
+        break is one rejected record, and the file is listed in
+        ``partial_files`` and in the ledger with status ``partial``.
     TableError
         The table path exists but is not an events table (nothing is written).
 
@@ -599,7 +663,10 @@ def ingest(
     files = find_files(sources)
     load_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     summary = LoadSummary(load_id=load_id, table=uri, started_at=started.isoformat())
-    loaded = [f for entry in _ledger(delta) for f in entry.get("file_list", []) if f.get("status") == "loaded"]
+    loaded = [
+        f for entry in _ledger(delta) for f in entry.get("file_list", [])
+        if f.get("status") in ("loaded", "partial") and f.get("hash")
+    ]
     already = {f["hash"] for f in loaded}
     # Only a file of the same size as one loaded before, or as another one here, can hold the
     # same bytes: those are hashed first. The others are hashed as they are read, not read twice.
@@ -613,7 +680,15 @@ def ingest(
             to_read.append(file)
             summary.file_details.append({"path": file.path, "size": file.size, "hash": None, "status": "loaded"})
             continue
-        digest = file.content_hash()
+        try:
+            digest = file.content_hash()
+        except OSError:
+            # Read it anyway, hashing as it goes: a file that breaks off part way is a rejected
+            # record, and one that cannot be read at all a clear error, as for any other file.
+            hashed_while_read[file] = hashlib.sha256()
+            to_read.append(file)
+            summary.file_details.append({"path": file.path, "size": file.size, "hash": None, "status": "loaded"})
+            continue
         if digest in already and not force:
             summary.files_unchanged += 1
             summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "unchanged"})
@@ -625,12 +700,13 @@ def ingest(
 
     existing_names = delta.schema().to_arrow().names if delta is not None else []
     user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
-    con = connect(threads=_DUCKDB_THREADS, memory_limit="512MB")
+    con = connect(threads=_DUCKDB_THREADS, memory_limit=f"{_MEMORY_LIMIT_BYTES}B")
     dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
     columns_seen: dict[str, pa.Field] = {}
+    stopped: dict[str, PartialRead] = {}
     start_files = set(delta.file_uris()) if delta is not None else set()
     done = False
     bar = _progress_bar(sum(f.size for f in to_read), progress)
@@ -645,15 +721,25 @@ def ingest(
         _run(
             to_read, con, _Deduplicator(dedupe_con, delta), limits, user_columns, summary,
             batch_records=batch_records, progress=bar, on_events=write_events,
-            on_quarantine=quarantine_writer.write, ingested_at=started, digests=hashed_while_read,
+            on_quarantine=quarantine_writer.write, ingested_at=started, digests=hashed_while_read, stopped=stopped,
         )
-        hashes = {file.path: digest.hexdigest() for file, digest in hashed_while_read.items()}
+        # A file that broke off part way keeps the hash of its bytes as stored when they could all
+        # be read, so the same bytes are passed over next time; else it has none and is read again.
+        hashes = {
+            file.path: digest.hexdigest() for file, digest in hashed_while_read.items()
+            if file.path not in stopped or stopped[file.path].hashed
+        }
         for detail in summary.file_details:
             if detail["hash"] is None:
-                detail["hash"] = hashes[detail["path"]]
+                detail["hash"] = hashes.get(detail["path"])
+            if detail["path"] in stopped:
+                detail["status"] = "partial"
         quarantine_adds = quarantine_writer.close()
         event_adds = events_writer.close()
-        summary.new_columns = sorted(user_columns.new)
+        # Only columns some written row has: names given to the leaves of records that were then
+        # rejected (or of batches that failed) never reach the table, nor the ledger's mapping.
+        written_columns = {name: pointer for name, pointer in user_columns.new.items() if name in columns_seen}
+        summary.new_columns = sorted(written_columns)
         with _commit_lock(uri):
             # Loads may run side by side: events another load committed since this one
             # started are duplicates here too, and are taken out before committing.
@@ -668,7 +754,7 @@ def ingest(
             schema = _table_schema(current.schema().to_arrow().names if current is not None else existing_names, columns_seen)
             ledger = summary.to_dict(with_files=True)
             ledger["file_list"] = ledger.pop("file_details")
-            ledger["column_paths"] = user_columns.new
+            ledger["column_paths"] = written_columns
             ledger.pop("version")
             committed = _commit(uri, current, event_adds, schema, [PARTITION_COLUMN], {_LEDGER_KEY: json.dumps(ledger)})
             done = True
@@ -740,8 +826,11 @@ def _run(
     on_quarantine: Any,
     ingested_at: dt.datetime,
     digests: Mapping[PayloadFile, Any] | None = None,
+    stopped: dict[str, PartialRead] | None = None,
 ) -> None:
     """Read, flatten and deduplicate the files, counting into summary and handing rows on.
+
+    Files that broke off part way are put in ``stopped`` (path → what happened).
 
     Three stages overlap: this thread reads, two workers flatten a batch
     each (DuckDB, a connection each), and a writer deduplicates and writes
@@ -751,6 +840,7 @@ def _run(
     """
     reasons: Counter[str] = Counter()
     capped: set[str] = set()
+    stopped = {} if stopped is None else stopped
     naming = _InOrder()
     handing_on = _InOrder()
     writing: list[Future[None]] = []  # the batch the writer works on, if any
@@ -798,7 +888,9 @@ def _run(
             ThreadPoolExecutor(max_workers=_FLATTEN_WORKERS, thread_name_prefix="campaign-analytics-flatten") as flattener,
         ):
             pending: deque[Future[None]] = deque()
-            batches = _line_batches(files, limits, batch_records=batch_records, progress=progress, digests=digests or {})
+            batches = _line_batches(
+                files, limits, batch_records=batch_records, progress=progress, digests=digests or {}, stopped=stopped
+            )
             for k, batch in enumerate(batches):
                 if len(pending) == _FLATTEN_WORKERS:
                     pending.popleft().result()
@@ -812,6 +904,7 @@ def _run(
             cursor.close()
     summary.reject_reasons = dict(reasons)
     summary.capped_keys = sorted(capped)
+    summary.partial_files = list(stopped)
 
 
 def _flattened(
@@ -824,8 +917,8 @@ def _flattened(
     """Flatten a batch; if it does not fit the engine's memory limit, flatten its halves instead.
 
     Records with huge user objects can make one batch need far more memory
-    than its size on disk; a single record that still does not fit is
-    rejected with that reason rather than failing the load.
+    than its size on disk. A single record that still does not fit is
+    flattened on its own with more memory (see :func:`_flatten_alone`).
     """
     try:
         yield flatten_batch(con, lines, limits=limits, user_columns=user_columns, naming=naming)
@@ -836,18 +929,70 @@ def _flattened(
             yield from _flattened(con, lines.slice(0, half), limits, user_columns, naming)
             yield from _flattened(con, lines.slice(half), limits, user_columns, naming)
             return
+    yield _flatten_alone(lines, limits, user_columns, naming)
+
+
+def _flatten_alone(
+    lines: pa.Table, limits: FlattenLimits, user_columns: UserColumns, naming: contextlib.AbstractContextManager[Any]
+) -> FlatBatch:
+    """Flatten one record on a connection of its own, with memory sized from max_record_bytes.
+
+    One such record at a time, so two huge records never take that memory
+    together. A record that needs more still is rejected with that reason
+    rather than failing the load.
+    """
+    limit = _alone_memory_limit(limits.max_record_bytes)
+    # The batch's naming turn before the lock: a worker holds the lock only inside its own turn,
+    # so no worker waits for the lock while holding the turn another one needs.
+    with naming, _ALONE:
+        con = connect(threads=1, memory_limit=f"{limit}B")
+        try:
+            return flatten_batch(con, lines, limits=limits, user_columns=user_columns, naming=naming)
+        except duckdb.OutOfMemoryException:
+            pass
+        finally:
+            con.close()
     row = lines.to_pylist()[0]
     rejected = pa.table(
         {
             "kind": ["rejected"],
-            "reason": ["too large to flatten: the record needs more memory than the load may use"],
+            "reason": [(
+                f"too large to flatten: the record needs more than {limit >> 20:,} MiB of memory, the most one record "
+                f"may use here ({_ALONE_MEMORY_PER_RECORD_BYTE} x max_record_bytes, at most 80% of this machine's "
+                "memory); raise max_record_bytes, or load it on a machine with more memory"
+            )],
             "trigger": pa.nulls(1, pa.string()),
             "raw": [(row["raw"] or "")[:1024]],
             "source_file": [row["source_file"]],
             "source_line": pa.array([row["source_line"]], pa.int64()),
         }
     )
-    yield FlatBatch(events=pa.table({}), quarantine=rejected, records=1)
+    return FlatBatch(events=pa.table({}), quarantine=rejected, records=1)
+
+
+def _alone_memory_limit(max_record_bytes: int) -> int:
+    """Bytes of DuckDB memory for one record flattened alone: at least the shared limit, at most DuckDB's default here."""
+    limit = max(_ALONE_MEMORY_PER_RECORD_BYTE * max_record_bytes, _MEMORY_LIMIT_BYTES)
+    return min(limit, _engine_default_memory() or limit)
+
+
+def _engine_default_memory() -> int | None:
+    """The memory limit DuckDB sets itself here (80% of what this process may use, cgroups included), in bytes."""
+    con = duckdb.connect()
+    try:
+        rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    finally:
+        con.close()
+    return _size_bytes(str(rows[0][0])) if rows else None
+
+
+def _size_bytes(text: str) -> int | None:
+    """Bytes of a DuckDB size text such as '18.8 GiB'; None when it is not one."""
+    number, _, unit = text.strip().partition(" ")
+    try:
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, KeyError):
+        return None
 
 
 def _reason_key(reason: str) -> str:
@@ -1079,7 +1224,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     files = find_files(sources)
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
-    con = connect(threads=_DUCKDB_THREADS, memory_limit="512MB")
+    con = connect(threads=_DUCKDB_THREADS, memory_limit=f"{_MEMORY_LIMIT_BYTES}B")
     dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events: list[pa.Table] = []
     quarantine: list[pa.Table] = []
@@ -1181,7 +1326,11 @@ def read_loads(table: PathLike, *, files: bool = False) -> pd.DataFrame:
         The table directory.
     files
         One row per file of each load (path, size, content hash, status)
-        instead of one row per load.
+        instead of one row per load. Status is ``loaded``, ``unchanged``
+        (passed over: a committed load holds the same bytes) or ``partial``
+        (the file broke off part way; the records before the break were
+        loaded). The hash is of the bytes as stored; it is empty when they
+        could not all be read.
 
     Returns
     -------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,29 @@ def test_ingest_limits_are_passed_on(capsys, tmp_path, table):
     code, out, _ = run(capsys, "ingest", str(tmp_path / "in"), "--table", table, "--json", "--max-record-bytes", "1000")
     payload = one_json(out)
     assert code == 0 and payload["rejected"] == 1 and payload["written"] == 1
+
+
+def test_ingest_holds_json_array_elements_to_max_record_bytes(capsys, tmp_path, table):
+    source = write_payload(tmp_path / "b.json", [make_event(id="small"), make_event(id="big", variables={"s": "x" * 5000})])
+    code, out, _ = run(capsys, "ingest", str(source), "--table", table, "--json", "--max-record-bytes", "2000")
+    payload = one_json(out)
+    assert code == 0 and (payload["written"], payload["rejected"]) == (1, 1)
+    assert list(payload["reject_reasons"]) == ["record too large"]
+
+
+def test_ingest_goes_on_past_a_truncated_gzip_and_exits_0(capsys, tmp_path, table):
+    data = gzip.compress(b"\n".join(json.dumps(make_event(id=f"c{i}")).encode() for i in range(300)) + b"\n", mtime=0)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a-cut.ndjson.gz").write_bytes(data[: len(data) // 2])
+    complete = zlib.decompressobj(wbits=31).decompress(data[: len(data) // 2]).count(b"\n")
+    write_payload(tmp_path / "in" / "b.ndjson", [make_event(id="after")])
+    code, out, err = run(capsys, "ingest", str(tmp_path / "in"), "--table", table, "--json")
+    payload = one_json(out)
+    assert code == 0 and err == ""
+    assert (payload["records"], payload["written"], payload["rejected"]) == (complete + 2, complete + 1, 1)
+    assert payload["reject_reasons"] == {"corrupt or truncated gzip": 1}
+    code, out, _ = run(capsys, "ingest", str(tmp_path / "in"), "--table", table, "--force")
+    assert code == 0 and "broke off part way" in out and "a-cut.ndjson.gz" in out
 
 
 def test_ingest_max_user_columns(capsys, tmp_path, table):

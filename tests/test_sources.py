@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import hashlib
+import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -347,21 +351,201 @@ def test_oversize_single_body_is_rejected(tmp_path):
     assert row["source_line"] == 1 and "too large" in row["reason"]
 
 
-@pytest.mark.parametrize("name", ["t.ndjson.gz", "t.json.gz", "t.ndjson"])
-def test_truncated_gzip_raises_source_error(tmp_path, name, table):
+@pytest.mark.parametrize("name", ["a.json", "a.json.gz"])
+@pytest.mark.parametrize("long_number", [False, True])
+def test_json_array_element_over_max_record_bytes_is_rejected_as_in_ndjson(tmp_path, name, long_number):
+    """Each element of an array file is held to max_record_bytes, like an NDJSON line or a single
+    body: the big one becomes an oversize marker at its element number, the others load. A 19-digit
+    number sends the array through the path that cuts elements out of the text; same outcome."""
+    small = make_event(id="small", variables={"n": 10**19 if long_number else 1})
+    big = make_event(id="big", variables={"blob": "x" * 5000})
+    limits = FlattenLimits(max_record_bytes=2000)
+    path = write_payload(tmp_path / name, [small, big], pretty=True)
+    (file,) = find_files(str(path))
+    chunks = list(read_chunks(file, max_record_bytes=2000))
+    marked = {chunk.first_line + offset: marker for chunk in chunks for offset, marker in chunk.oversize.items()}
+    assert list(marked) == [2] and marked[2].size > 5000
+    frame = ca.load(str(path), limits=limits)
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (2, 1, 1)
+    assert frame["item_id"].tolist() == ["small"]
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 2 and row["reason"].startswith("record too large")
+    assert row["raw"].lstrip("{ \n").startswith('"trigger"') and len(row["raw"]) <= sources.OVERSIZE_PREVIEW_BYTES
+    for fmt in ("lines", "single"):
+        same = write_payload(tmp_path / f"same-{fmt}.ndjson", [big], fmt=fmt)
+        assert _summary(ca.load(str(same), limits=limits))["reject_reasons"] == summary["reject_reasons"]
+
+
+def _cut_gzip(records: list, fraction: float = 0.5, *, array: bool = False) -> tuple[bytes, bytes]:
+    """A gzip stream of records (NDJSON, or a JSON array) cut short, and the bytes it still decodes to."""
+    texts = [json.dumps(r) for r in records]
+    text = ("[" + ",\n".join(texts) + "]") if array else "\n".join(texts) + "\n"
+    data = gzip.compress(text.encode(), mtime=0)
+    cut = data[: int(len(data) * fraction)]
+    return cut, zlib.decompressobj(wbits=31).decompress(cut)
+
+
+@pytest.mark.parametrize("name", ["t.ndjson.gz", "t.ndjson", "t.json.gz", "t.jsonl.gz"])
+def test_a_truncated_gzip_loads_the_records_before_the_break(tmp_path, name):
+    """A gzip stream cut short (a capture killed mid-write), whatever the file is called: every
+    complete line before the cut loads; the cut line is one rejected record naming the problem,
+    at the line where reading stopped, holding the start of that line; the counts balance."""
     records = [make_event(id=f"f{i}", variables={"n": i}) for i in range(200)]
-    data = gzip.compress(("\n".join(json.dumps(r) for r in records) + "\n").encode())
-    (tmp_path / "in").mkdir()
-    path = tmp_path / "in" / name
+    cut, decoded = _cut_gzip(records)
+    complete = decoded.count(b"\n")
+    assert 10 < complete < 200
+    path = tmp_path / name
+    path.write_bytes(cut)
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (complete + 1, complete, 1)
+    assert sorted(frame["source_line"]) == list(range(1, complete + 1))
+    assert summary["partial_files"] == [str(path)]
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["reason"].startswith("corrupt or truncated gzip: ")
+    assert "the records before this point were loaded" in row["reason"]
+    assert row["source_line"] == complete + 1 and row["source_file"] == str(path)
+    assert row["raw"] == decoded[decoded.rindex(b"\n") + 1:][:sources.OVERSIZE_PREVIEW_BYTES].decode()
+
+
+def test_read_chunks_yields_the_records_before_the_break_then_raises_partial_read(tmp_path):
+    records = [make_event(id=f"f{i}") for i in range(200)]
+    cut, decoded = _cut_gzip(records, 0.3)
+    path = tmp_path / "t.ndjson.gz"
+    path.write_bytes(cut)
+    (file,) = find_files(str(path))
+    digest = hashlib.sha256()
+    read = []
+    with pytest.raises(sources.PartialRead) as info:
+        for chunk in read_chunks(file, chunk_records=7, digest=digest):
+            read.extend(chunk.lines.to_pylist())
+    assert b"".join(read) == decoded[: decoded.rindex(b"\n") + 1]
+    problem = info.value
+    assert isinstance(problem, SourceError) and str(path) in str(problem)
+    assert problem.line == len(read) + 1 and problem.hashed
+    assert digest.hexdigest() == hashlib.sha256(cut).hexdigest()
+
+
+def test_a_truncated_gzip_json_array_loads_the_elements_before_the_break(tmp_path):
+    """An array cut short: the elements whose closing comma was read load; the cut element is the
+    rejected record, at its element number, even when the cut falls inside a string holding commas."""
+    records = [make_event(id=f"f{i}", variables={"text": "a, b, [c], {d}"}) for i in range(200)]
+    cut, decoded = _cut_gzip(records, 0.5, array=True)
+    complete = decoded.count(b",\n")
+    path = tmp_path / "a.json.gz"
+    path.write_bytes(cut)
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (complete + 1, complete, 1)
+    assert sorted(frame["item_id"]) == sorted(f"f{i}" for i in range(complete))
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == complete + 1 and row["reason"].startswith("corrupt or truncated gzip")
+    assert row["raw"].startswith('{"trigger"')
+
+
+@pytest.mark.parametrize(("at", "complete"), [(0.4, 1), (0.9, 3)])
+def test_leading_elements_of_an_array_cut_inside_a_string(at, complete):
+    text = json.dumps([{"a": "x, y"}, "p, [q", {"b": ["z, {w"]}, "tail, end"]).encode()
+    cut = text[: int(len(text) * at)]
+    elements, rest = sources._leading_elements(cut)
+    assert len(elements) == complete and all(json.loads(e) is not None for e in elements)
+    assert b",".join([*elements, rest]).replace(b" ", b"") == cut[1:].replace(b" ", b"")
+
+
+def test_a_single_body_cut_short_is_one_rejected_record(tmp_path):
+    body = json.dumps(make_event(id="post", variables={"k": "v" * 3000}), indent=2).encode()
+    data = gzip.compress(body, mtime=0)
+    path = tmp_path / "post.json.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SourceError, match="truncated") as info:
-        ca.load(str(path))
-    assert name in str(info.value)
-    with pytest.raises(SourceError):
-        ca.ingest(str(tmp_path / "in"), table)
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (1, 0, 1)
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 1 and row["reason"].startswith("corrupt or truncated gzip")
+    assert row["raw"].startswith("{\n")
+
+
+def test_a_gzip_with_a_bad_checksum_loads_its_records_and_reports_the_corruption(tmp_path):
+    records = [make_event(id=f"f{i}") for i in range(50)]
+    data = bytearray(gzip.compress(("\n".join(json.dumps(r) for r in records) + "\n").encode(), mtime=0))
+    data[-8] ^= 0xFF  # the CRC-32 of the trailer
+    path = tmp_path / "crc.ndjson.gz"
+    path.write_bytes(bytes(data))
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (51, 50, 1)
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 51 and row["raw"] == ""
+    assert row["reason"].startswith("corrupt or truncated gzip: CRC check failed")
+
+
+def test_a_broken_gzip_does_not_stop_the_other_files(tmp_path, table):
+    (tmp_path / "in").mkdir()
+    cut, decoded = _cut_gzip([make_event(id=f"c{i}") for i in range(300)])
+    (tmp_path / "in" / "b-cut.ndjson.gz").write_bytes(cut)
+    (tmp_path / "in" / "c-garbage.ndjson.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    write_payload(tmp_path / "in" / "a.ndjson", [make_event(id="a1")])
+    write_payload(tmp_path / "in" / "d.ndjson", [make_event(id="d1")])
+    summary = ca.ingest(str(tmp_path / "in"), table)
+    complete = decoded.count(b"\n")
+    assert (summary.records, summary.written, summary.rejected) == (complete + 4, complete + 2, 2)
+    assert summary.balanced and summary.version == 0
+    assert summary.reject_reasons == {"corrupt or truncated gzip": 2}
+    assert sorted(map(os.path.basename, summary.partial_files)) == ["b-cut.ndjson.gz", "c-garbage.ndjson.gz"]
+    assert "broke off part way" in str(summary) and "b-cut.ndjson.gz" in str(summary)
+    rejected = ca.read_rejected(table)
+    assert sorted(zip(rejected["source_file"].map(os.path.basename), rejected["source_line"])) == [
+        ("b-cut.ndjson.gz", complete + 1), ("c-garbage.ndjson.gz", 1)]
+    assert {"a1", "d1"} <= set(ca.read_events(table)["item_id"])
+
+
+def _fail_reads_of(monkeypatch, path: Path, good: int) -> None:
+    """Reads of path through the sources module fail with EIO after `good` bytes (a disk failing part way)."""
+    real_open = open
+
+    class Failing(io.FileIO):
+        def readinto(self, buffer):
+            position = self.tell()
+            if position >= good:
+                raise OSError(errno.EIO, "Input/output error")
+            return super().readinto(memoryview(buffer)[: good - position])
+
+    def failing_open(file, mode="r", buffering=-1, *args, **kwargs):
+        if os.path.abspath(os.fspath(file)) != os.path.abspath(path):
+            return real_open(file, mode, buffering, *args, **kwargs)
+        raw = Failing(file, "rb")
+        return raw if buffering == 0 else io.BufferedReader(raw)
+
+    monkeypatch.setattr(sources, "open", failing_open, raising=False)
+
+
+def test_a_plain_file_failing_part_way_loads_the_records_before(tmp_path, table, monkeypatch):
+    """A read error part way through a plain file: the records before load, the break is one
+    rejected record. Its bytes cannot all be hashed, so the ledger keeps no hash and the next load
+    reads it again (rather than passing over bytes it never saw)."""
+    lines = [json.dumps(make_event(id=f"f{i}")) for i in range(100)]
+    path = write_payload(tmp_path / "in" / "disk.ndjson", lines)
+    good = len("\n".join(lines[:40])) + 1 + 25  # 40 whole lines and a piece of the 41st
+    _fail_reads_of(monkeypatch, path, good)
+    summary = ca.ingest(str(path), table)
+    assert (summary.records, summary.written, summary.rejected) == (41, 40, 1) and summary.balanced
+    (row,) = ca.read_rejected(table).to_dict("records")
+    assert row["source_line"] == 41 and row["raw"] == lines[40][:25]
+    assert row["reason"].startswith("read error: ") and "Input/output error" in row["reason"]
+    (entry,) = ca.read_loads(table, files=True).to_dict("records")
+    assert (entry["status"], entry["hash"]) == ("partial", None)
+    again = ca.ingest(str(path), table)  # same size as the ledger's entry: hashing it fails, it is read
+    assert (again.files_unchanged, again.records, again.duplicates, again.rejected) == (0, 41, 40, 1)
+
+
+def test_a_file_that_fails_before_its_first_byte_is_an_error(tmp_path, table, monkeypatch):
+    path = write_payload(tmp_path / "in" / "disk.ndjson", [make_event(id="f1")])
+    _fail_reads_of(monkeypatch, path, 0)
+    with pytest.raises(SourceError, match="cannot be read") as info:
+        ca.ingest(str(path), table)
+    assert str(path) in str(info.value) and "Input/output error" in str(info.value)
     assert not os.path.isdir(os.path.join(table, "_delta_log"))
-    leftovers = [f for _, _, files in os.walk(table) for f in files] if os.path.exists(table) else []
-    assert leftovers == []
 
 
 def test_bom_only_and_whitespace_only_files(tmp_path):

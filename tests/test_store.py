@@ -4,10 +4,12 @@ loads), re-ingest idempotence, schema growth, reading back, the ledger, and the 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,7 @@ import campaign_analytics as ca
 from campaign_analytics.errors import ParameterError, SourceError, TableError
 from campaign_analytics.simulate import simulate
 
-from conftest import T0, make_event, write_payload
+from conftest import T0, make_event, reordered, write_payload
 
 
 def balanced(summary: ca.LoadSummary) -> bool:
@@ -30,15 +32,6 @@ def counts(summary: ca.LoadSummary) -> tuple[int, int, int, int, int]:
 
 def event_count(table: str) -> int:
     return len(ca.read_events(table, columns=["event_id"]))
-
-
-def reordered(obj):
-    """The same JSON with every object's keys in reverse order, at every level."""
-    if isinstance(obj, dict):
-        return {k: reordered(obj[k]) for k in reversed(list(obj))}
-    if isinstance(obj, list):
-        return [reordered(v) for v in obj]
-    return obj
 
 
 # -- counts and dedupe --------------------------------------------------------------------------
@@ -253,6 +246,94 @@ def test_reingest_of_simulated_stream_is_idempotent(tmp_path, table):
     assert third.written == 0 and third.records == truth.records and balanced(third)
     assert event_count(table) == truth.unique_events
     assert len(ca.read_loads(table)) == 3
+
+
+def _cut_gzip(path: Path, ids: list[str]) -> int:
+    """Write a gzip NDJSON file of events cut off halfway; the number of whole lines it still holds."""
+    data = gzip.compress(b"\n".join(json.dumps(make_event(id=i)).encode() for i in ids) + b"\n", mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: len(data) // 2])
+    return zlib.decompressobj(wbits=31).decompress(path.read_bytes()).count(b"\n")
+
+
+def test_a_file_that_broke_off_is_in_the_ledger_with_its_stored_bytes_and_passed_over_next_time(tmp_path, table):
+    cut = tmp_path / "in" / "cut.ndjson.gz"
+    complete = _cut_gzip(cut, [f"c{i}" for i in range(300)])
+    good = write_payload(tmp_path / "in" / "good.ndjson", [make_event(id="g1")])
+    first = ca.ingest(str(tmp_path / "in"), table)
+    assert counts(first) == (complete + 2, complete + 1, 0, 1, 0) and balanced(first)
+    assert first.partial_files == [str(cut)]
+    files = ca.read_loads(table, files=True).set_index("path")
+    assert files.loc[str(cut), "status"] == "partial" and files.loc[str(good), "status"] == "loaded"
+    assert files.loc[str(cut), "size"] == cut.stat().st_size
+    assert files.loc[str(cut), "hash"] == hashlib.sha256(cut.read_bytes()).hexdigest()
+    again = ca.ingest(str(tmp_path / "in"), table)
+    assert again.files_unchanged == 2 and counts(again) == (0, 0, 0, 0, 0)
+    shutil.copy(cut, tmp_path / "copy.ndjson.gz")  # hashed before reading, as same-size files are
+    assert ca.ingest(str(tmp_path / "copy.ndjson.gz"), table).files_unchanged == 1
+    forced = ca.ingest(str(cut), table, force=True)
+    assert counts(forced) == (complete + 1, 0, complete, 1, 0) and forced.partial_files == [str(cut)]
+    assert len(ca.read_rejected(table)) == 2 and event_count(table) == complete + 1
+
+
+def test_a_record_that_needs_more_memory_than_a_batch_may_use_loads_when_under_max_record_bytes(tmp_path):
+    """12 MiB of variables (default max_record_bytes, 16 MiB) and 17 MiB with the limit raised to
+    64 MiB: each needs more engine memory than the load's batches share, and loads, alone, with
+    memory sized from max_record_bytes; the small records around them load as usual."""
+    pad = "x" * (12 << 20)
+    path = write_payload(tmp_path / "a.ndjson", [make_event(id="s1"), make_event(id="big", variables={"pad": pad}),
+                                                 make_event(id="s2")])
+    table = str(tmp_path / "t1")
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (3, 3, 0, 0, 0) and summary.new_columns == ["variables__pad"]
+    stored = ca.read_events(table, columns=["item_id", "variables__pad"]).set_index("item_id")
+    assert stored.loc["big", "variables__pad"] == pad
+    del pad, stored
+    bigger = [make_event(id=f"big{i}", variables={"pad": f"{i}" * (17 << 20)}) for i in range(2)]
+    path = write_payload(tmp_path / "b.ndjson", [make_event(id="s1"), *bigger, make_event(id="s2")])
+    # One record per batch: the two big ones are flattened by both workers at once.
+    summary = ca.ingest(str(path), str(tmp_path / "t2"), limits=ca.FlattenLimits(max_record_bytes=64 << 20),
+                        batch_records=1)
+    assert counts(summary) == (4, 4, 0, 0, 0), summary.reject_reasons
+
+
+def test_a_record_too_large_to_flatten_even_alone_is_rejected_and_adds_no_column(tmp_path, table, monkeypatch):
+    from deltalake import DeltaTable
+
+    from campaign_analytics import store
+
+    monkeypatch.setattr(store, "_MEMORY_LIMIT_BYTES", 64 << 20)
+    monkeypatch.setattr(store, "_ALONE_MEMORY_PER_RECORD_BYTE", 1)
+    path = write_payload(tmp_path / "a.ndjson", [make_event(id="s1", variables={"a": "1"}),
+                                                 make_event(id="big", variables={"pad": "x" * (4 << 20)}),
+                                                 make_event(id="s2")])
+    summary = ca.ingest(str(path), table)
+    assert counts(summary) == (3, 2, 0, 1, 0) and balanced(summary)
+    (row,) = ca.read_rejected(table).to_dict("records")
+    assert row["source_line"] == 2 and row["reason"].startswith("too large to flatten: the record needs more than 64 MiB")
+    assert summary.new_columns == ["variables__a"]
+    assert store._column_paths(DeltaTable(table)) == {"/variables/a": "variables__a"}
+    assert "variables__pad" not in ca.read_events(table).columns
+
+
+def test_columns_of_records_that_were_never_written_are_not_new_columns(tmp_path, table):
+    """A rejected record alone in its batch gets names for its keys, but no row ever has them: they
+    are neither in the summary's new columns nor in the ledger, and a later load that brings the key
+    in a valid event gives it its plain name."""
+    from deltalake import DeltaTable
+
+    from campaign_analytics import store
+
+    records = [make_event(id="f1", variables={"a": "1"}), make_event(id="f2", sentAt="soon", variables={"ghost": "x"})]
+    first = ca.ingest(str(write_payload(tmp_path / "a.ndjson", records)), table, batch_records=1)
+    assert counts(first) == (2, 1, 0, 1, 0)
+    assert first.new_columns == ["variables__a"]
+    assert ca.read_loads(table)["new_columns"].tolist() == [["variables__a"]]
+    assert store._column_paths(DeltaTable(table)) == {"/variables/a": "variables__a"}
+    assert "variables__ghost" not in ca.read_events(table).columns
+    second = ca.ingest(str(write_payload(tmp_path / "b.ndjson", [make_event(id="f3", variables={"ghost": "y"})])), table)
+    assert second.new_columns == ["variables__ghost"]
+    assert ca.read_events(table).set_index("item_id").loc["f3", "variables__ghost"] == "y"
 
 
 # -- schema growth ------------------------------------------------------------------------------
