@@ -1147,10 +1147,18 @@ def _ordered(names: Sequence[str]) -> list[str]:
 
 _JSON_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
 _JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+# float64 holds every whole number of up to 15 digits exactly (2**53 has 16); a longer integer part may lose digits.
+_BEYOND_FLOAT_DIGITS = r"^-?[0-9]{16,}"
 
 
 def _user_series(array: pa.ChunkedArray) -> pd.Series:
-    """A user column as numbers or booleans when every value is one, else as text."""
+    """A user column as numbers or booleans when every value is one exactly, else as text.
+
+    Whole numbers become Int64 when they all fit it. Other numbers become
+    float64, unless one has more integer digits than a float64 holds
+    exactly (an order id like 12345678901234567890): that column stays text,
+    so no digit is lost.
+    """
     import pandas as pd
     values = array.drop_null()
     if len(values) == 0:
@@ -1159,8 +1167,10 @@ def _user_series(array: pa.ChunkedArray) -> pd.Series:
         try:
             return pd.Series(array.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
         except (pa.ArrowInvalid, OverflowError):
-            pass
+            return pd.Series(array.to_pandas())
     if pc.all(pc.match_substring_regex(values, _JSON_NUMBER)).as_py():
+        if pc.any(pc.match_substring_regex(values, _BEYOND_FLOAT_DIGITS)).as_py():
+            return pd.Series(array.to_pandas())
         return pd.Series(array.cast(pa.float64()).to_pandas())
     if pc.all(pc.is_in(values, pa.array(["true", "false"]))).as_py():
         return pd.Series(pc.equal(array, "true").to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get))

@@ -495,6 +495,18 @@ def test_read_events_types_user_columns(tmp_path, table):
     assert pd.isna(frame.loc["f1", "variables__sparse"]) and pd.isna(frame.loc["f2", "variables__sparse"])
 
 
+def test_read_events_never_loses_digits_of_big_numbers(tmp_path, table):
+    rows = [{"order": 12345678901234567890, "near": 9007199254740993, "ok": 123456789012345, "mix": 12345678901234567},
+            {"order": 1, "near": 2, "ok": 0.5, "mix": 0.5}]
+    records = [make_event(id=f"f{i}", variables=v) for i, v in enumerate(rows)]
+    ca.ingest(str(write_payload(tmp_path / "in.ndjson", records)), table)
+    frame = ca.read_events(table).set_index("item_id").sort_index()
+    assert frame["variables__order"].tolist() == ["12345678901234567890", "1"]  # past int64: text
+    assert frame["variables__near"].tolist() == [9007199254740993, 2]  # fits int64: exact integers
+    assert pd.api.types.is_float_dtype(frame["variables__ok"])  # 15 digits: exact as float64
+    assert frame["variables__mix"].tolist() == ["12345678901234567", "0.5"]  # 17 digits beside decimals: text
+
+
 def test_read_events_of_a_missing_table_is_a_table_error(tmp_path):
     with pytest.raises(TableError):
         ca.read_events(str(tmp_path / "nothing"))
