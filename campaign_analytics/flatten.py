@@ -189,6 +189,8 @@ class FlattenLimits:
         listed in the load summary.
     max_record_bytes
         A record larger than this is rejected without being read whole.
+        Flattening a record takes up to about 100 times its size in memory,
+        so how big a record can load also depends on the machine.
     """
 
     max_depth: int = 8
