@@ -310,8 +310,11 @@ def read_chunks(
         error = stream.error
         if error is None and digest is not None:
             error = _drain(source)  # whatever the reader left (a gzip trailer), so the hash is whole
-        if error is None:
+        if error is None and stream.cut_short is None:
             return
+        if error is None:
+            reason = f"{stream.cut_short}; the records before this point were loaded"
+            raise PartialRead(file.path, line, unfinished[:OVERSIZE_PREVIEW_BYTES], reason, hashed=digest is not None)
         if not counting.bytes_read:
             raise _unreadable(file.path, error) from error
         hashed = digest is not None and _drain(source) is None
@@ -384,10 +387,18 @@ class _Blocks:
         self._stream = stream
         self._head = b""
         self.error: BaseException | None = None
+        # Set by a reader when the bytes all came but the content stops short (an array never closed).
+        self.cut_short: str | None = None
 
     def push_back(self, data: bytes) -> None:
         """Have data read again before the rest of the stream."""
         self._head = data + self._head
+
+    def peek_end(self) -> bool:
+        """Whether nothing is left to read."""
+        more = self.read(1)
+        self.push_back(more)
+        return not more
 
     def read(self, size: int) -> bytes:
         if self._head:
@@ -500,14 +511,20 @@ def _read_document(path: str, stream: _Blocks, chunk_records: int, max_record_by
     if start == b"[":
         # Arrays are read whole (up to 1 GiB); big captures belong in NDJSON.
         content += stream.read(_MAX_DOCUMENT_BYTES)
-        if stream.error is not None:
-            elements, unfinished = _leading_elements(content)
+        if stream.error is None:
+            elements = _array_elements(content)
+            if elements is not None:
+                yield from _element_chunks(path, elements, chunk_records, max_record_bytes)
+                return len(elements) + 1, b""
+        # Broken off, or written only in part (the file ends before the closing bracket): the
+        # complete elements load; the rest is where reading stopped.
+        stripped = content.strip()
+        elements, closed_at, begin = _array_parts(stripped, _PARTIAL_ARRAY_TOKENS)
+        if stream.error is None and closed_at is None and stream.peek_end():
+            stream.cut_short = "JSON array cut short: the file ends before its closing bracket"
+        if stream.error is not None or stream.cut_short is not None:
             yield from _element_chunks(path, elements, chunk_records, max_record_bytes)
-            return len(elements) + 1, unfinished[:OVERSIZE_PREVIEW_BYTES]
-        elements = _array_elements(content)
-        if elements is not None:
-            yield from _element_chunks(path, elements, chunk_records, max_record_bytes)
-            return len(elements) + 1, b""
+            return len(elements) + 1, b"" if closed_at is not None else stripped[begin:].strip()[:OVERSIZE_PREVIEW_BYTES]
     if start == b"{" and (len(content) > max_record_bytes or stream.error is not None):
         cut = content.find(b"\n")
         # Several objects, one per line: NDJSON saved under a .json name (a first line that is a
@@ -610,16 +627,3 @@ def _array_parts(stripped: bytes, tokens: re.Pattern[bytes]) -> tuple[list[bytes
 
 # As _ARRAY_TOKENS, and a lone quote: the start of a string the break cut short.
 _PARTIAL_ARRAY_TOKENS: Final[re.Pattern[bytes]] = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[\[\]{},]', re.DOTALL)
-
-
-def _leading_elements(content: bytes) -> tuple[list[bytes], bytes]:
-    """The complete elements at the start of a JSON array cut short, and the text of the unfinished rest.
-
-    An element is complete once the comma after it is read; elements are cut
-    out of the text as they are (a bad one is rejected on its own later).
-    """
-    stripped = content.strip()
-    if not stripped.startswith(b"["):
-        return [], stripped
-    parts, closed_at, begin = _array_parts(stripped, _PARTIAL_ARRAY_TOKENS)
-    return parts, b"" if closed_at is not None else stripped[begin:].strip()

@@ -445,12 +445,35 @@ def test_a_truncated_gzip_json_array_loads_the_elements_before_the_break(tmp_pat
 
 
 @pytest.mark.parametrize(("at", "complete"), [(0.4, 1), (0.9, 3)])
-def test_leading_elements_of_an_array_cut_inside_a_string(at, complete):
+def test_leading_elements_of_an_array_cut_inside_a_string(tmp_path, at, complete):
     text = json.dumps([{"a": "x, y"}, "p, [q", {"b": ["z, {w"]}, "tail, end"]).encode()
     cut = text[: int(len(text) * at)]
-    elements, rest = sources._leading_elements(cut)
+    (tmp_path / "cut.json").write_bytes(cut)
+    (file,) = find_files(str(tmp_path / "cut.json"))
+    elements: list[bytes] = []
+    with pytest.raises(sources.PartialRead) as stop:
+        for chunk in read_chunks(file):
+            elements += chunk.lines.to_pylist()
     assert len(elements) == complete and all(json.loads(e) is not None for e in elements)
-    assert b",".join([*elements, rest]).replace(b" ", b"") == cut[1:].replace(b" ", b"")
+    assert b",".join([*elements, stop.value.raw]).replace(b" ", b"") == cut[1:].replace(b" ", b"")
+    assert stop.value.line == complete + 1 and stop.value.reason.startswith("JSON array cut short")
+
+
+def test_a_plain_array_the_writer_left_unclosed_loads_its_complete_elements(tmp_path):
+    events = [make_event(id=f"f{i}") for i in range(5)]
+    text = json.dumps(events).encode()
+    path = tmp_path / "capture.json"
+    path.write_bytes(text[: text.index(b'"f3"') + 10])  # the writer stopped inside the 4th element
+    frame = ca.load(str(path))
+    summary = _summary(frame)
+    assert (summary["records"], summary["written"], summary["rejected"]) == (4, 3, 1)
+    (row,) = frame.attrs["quarantine"].to_dict("records")
+    assert row["source_line"] == 4 and row["reason"].startswith("JSON array cut short")
+    assert row["raw"].startswith('{"trigger"')
+    # a complete array followed by something else is still not an array: one rejected record
+    path.write_bytes(text + b"[1]")
+    summary = _summary(ca.load(str(path)))
+    assert (summary["records"], summary["written"], summary["rejected"]) == (1, 0, 1)
 
 
 def test_a_single_body_cut_short_is_one_rejected_record(tmp_path):
