@@ -1196,7 +1196,10 @@ def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
             columns[name] = pd.Series(array.to_pandas(date_as_object=True), dtype=object)
         else:
             columns[name] = array.to_pandas()
-    frame = pd.DataFrame({name: pd.Series(series).reset_index(drop=True) for name, series in columns.items()})
+    frame = pd.DataFrame(
+        {name: pd.Series(series).reset_index(drop=True) for name, series in columns.items()},
+        index=pd.RangeIndex(arrow.num_rows),
+    )
     if "event_date" in frame:
         frame["event_date"] = pd.to_datetime(frame["event_date"]).dt.date.astype(object) if len(frame) else frame["event_date"]
     return frame

@@ -465,6 +465,7 @@ def test_read_events_columns_and_bad_arguments(days_table):
     assert set(frame.columns) == {"item_id", "event_time", "source_line"}
     assert list(frame.columns) == ["item_id", "event_time", "source_line"]  # the table's order
     assert str(frame["event_time"].dtype) == "datetime64[ms, UTC]"
+    assert ca.read_events(days_table, columns=[]).shape == (len(frame), 0)  # the rows, no columns
     with pytest.raises(ParameterError, match="nope"):
         ca.read_events(days_table, columns=["item_id", "nope"])
     with pytest.raises(ParameterError):
