@@ -156,8 +156,10 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
           reported by an interacted event shows that event's status;
         * ``sent_at, delivered_at, read_at, interacted_at, clicked_at,
           failed_at``: the earliest non-null value over all the item's events;
-          ``interacted_at`` is the earliest of ``interacted_at`` and
-          ``engaged_at``;
+          for ``interacted_at`` an event's moment is its ``interactedAt``,
+          or the ``engagedAt`` of an interacted event that has none (other
+          events' ``engagedAt``, such as the one the documented delivered
+          example carries, is not an interaction);
         * ``delivered, read, interacted, clicked`` (bool): the stage was
           reached, i.e. its timestamp is known or an event of that stage
           arrived; ``delivered`` is also true when any later stage was
@@ -215,7 +217,7 @@ def items(source: str | Path | pd.DataFrame | ibis.Table) -> ibis.Table:
         sent_at=e.sent_at.min(),
         delivered_at=e.delivered_at.min(),
         read_at=e.read_at.min(),
-        interacted_at=ibis.least(e.interacted_at.min(), e.engaged_at.min()),
+        interacted_at=_interaction_moment(e).min(),
         clicked_at=e.clicked_at.min(),
         failed_at=e.failed_at.min(),
         _stages=_bit_or(stage_bit),
@@ -288,6 +290,12 @@ def _event_order_keys(events: ibis.Table, backend: str) -> tuple[ibis.Value, ibi
     first = ms.fill_null(_NO_TIME_MS) * _RANKS + rank
     last = ms.fill_null(-_NO_TIME_MS) * _RANKS + rank
     return first, last
+
+
+def _interaction_moment(events: ibis.Table) -> ibis.TimestampValue:
+    """When an event says the item was interacted with: interactedAt, else engagedAt on an interacted event."""
+    engaged = ibis.cases((events.stage == "interacted", events.engaged_at), else_=ibis.null(events.engaged_at.type()))
+    return ibis.coalesce(events.interacted_at, engaged)
 
 
 def _earliest_with_value(events: ibis.Table, column: str, backend: str) -> ibis.Value:

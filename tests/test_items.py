@@ -163,6 +163,27 @@ def test_interaction_reported_through_engaged_at() -> None:
     assert row.status == "sent"
 
 
+def test_engaged_at_counts_only_on_interacted_events_and_after_interacted_at() -> None:
+    """The documented delivered example carries an engagedAt: that is no interaction. An
+    interacted event with both fields is timed by interactedAt, as its event_time is."""
+    delivered_only = item_row(
+        [
+            event("feed-1", "sent", T0),
+            event("feed-1", "delivered", T0 + 20, sent_at=T0, engaged_at=T0 + 10),
+        ]
+    )
+    assert not bool(delivered_only.interacted) and pd.isna(delivered_only.interacted_at)
+    assert delivered_only.interaction_count == 0
+    both = item_row(
+        [
+            event("feed-1", "sent", T0),
+            event("feed-1", "interacted", T0 + 9, sent_at=T0, delivered_at=T0 + 1, read_at=T0 + 2,
+                  engaged_at=T0 + 5, status="read"),
+        ]
+    )
+    assert both.interacted_at == at(T0 + 9) and both.time_to_interact_s == 9.0
+
+
 def test_duplicated_events_change_nothing() -> None:
     rows = [
         event("feed-1", "sent", T0),
