@@ -695,9 +695,10 @@ def _json_pointer(path: Sequence[str]) -> str:
 class _Leaves:
     """The SQL that flattens one user object of a batch.
 
-    ``own`` (when set) maps each shape of the object in the batch to its own
-    leaves; the batch query joins it on the shape to hash every row by its own
-    leaves.
+    ``own`` (when set) maps each shape of the object in the batch to what
+    each of the batch's paths is in it (or, past _MAX_HASHED_PATHS paths, to
+    its own leaves); the batch query joins it on the shape to hash every row
+    by its own leaves.
     """
 
     inner: list[str] = field(default_factory=list)
@@ -786,11 +787,12 @@ def _leaves_sql(
     """Extraction of every leaf of the JSON column `source` (columns only when prefix is given).
 
     The hash text of a row is ``/pointer=JSON value`` for each of the row's
-    own leaves, in path order. When every row's leaves can be read at the
-    batch's union of paths, they are (one extraction for all rows); otherwise
-    (more than _MAX_HASHED_PATHS paths, or shapes that clash) each row is read
-    by the list of its own shape's leaves, so its event id never depends on
-    what else shares its batch.
+    own leaves, in path order. Every row is read once at the batch's union of
+    paths. When that gives each row exactly its own leaves, the batch's kinds
+    say how to hash them; when shapes clash, each row's own shape (joined on
+    its json_structure) says which values are its leaves and what each is.
+    Past _MAX_HASHED_PATHS paths, each row is read at its own leaves only.
+    Either way a row's event id never depends on what else shares its batch.
     """
     out = _Leaves()
     shapes: dict[str, dict[tuple[str, ...], str]] = {}
@@ -819,35 +821,52 @@ def _leaves_sql(
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
 
     # Read once per row at every path of the batch: the JSON text of each leaf (an object's
-    # text starts with "{"), hashed as it is, so 15 and "15" stay different events.
-    union = len(paths) <= _MAX_HASHED_PATHS and _union_reads_every_row_as_alone(kinds)
+    # text starts with "{"), hashed as it is, so 15 and "15" stay different events. When shapes
+    # clash, each row is still read at every path, but only its own leaves count, each hashed
+    # by what it is in the row's own shape. Past _MAX_HASHED_PATHS paths, each row is read at
+    # its own leaves only.
+    if len(paths) > _MAX_HASHED_PATHS:
+        mode = "own paths"
+    elif _union_reads_every_row_as_alone(kinds):
+        mode = "union"
+    else:
+        mode = "union, own kinds"
 
     def leaf(i: int, is_masked: bool) -> str:
-        # Where another shape has an object (its leaves are read on their own), only an empty object is this leaf's value.
         value = f"_{tag}_json[{i}]"
+        if mode == "union, own kinds":
+            return f"CASE WHEN _{tag}_kinds[{i}] IS NOT NULL THEN {value} END"
+        # Where another shape has an object (its leaves are read on their own), only an empty object is this leaf's value.
         return f"CASE WHEN NOT starts_with({value}, '{{') OR {value} = '{{}}' THEN {value} END" if is_masked else value
 
-    if union:
+    if mode != "own paths":
         out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
         pairs = []
         for i, (p, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
-            hashed = _hash_text_sql(leaf(i, is_masked), leaves[p])
+            if mode == "union":
+                hashed = _hash_text_sql(leaf(i, is_masked), leaves[p])
+            else:
+                value, kind = f"_{tag}_json[{i}]", f"_{tag}_kinds[{i}]"
+                by_kind = "".join(
+                    f" WHEN {kind} = '{what}' THEN {_hash_text_sql(value, what)}"
+                    for what in sorted(kinds[p] & {"object-list", "nested", "cut"})
+                )
+                hashed = f"CASE WHEN {kind} IS NULL THEN NULL{by_kind} ELSE CAST({value} AS VARCHAR) END"
             pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
-    else:
+    if mode != "union":
+        own: dict[str, list[Any]] = {f"_{tag}_shape": list(shapes)}
+        if mode == "union, own kinds":
+            own[f"_{tag}_kinds"] = [[shape.get(p) for p in paths] for shape in shapes.values()]
+        else:
+            own[f"_{tag}_pointers"] = [[_json_pointer(p) for p in sorted(shape)] for shape in shapes.values()]
+            own[f"_{tag}_kinds"] = [[shape[p] for p in sorted(shape)] for shape in shapes.values()]
         out.own = pa.table(
-            {
-                f"_{tag}_shape": list(shapes),
-                f"_{tag}_pointers": [[_json_pointer(p) for p in sorted(shape)] for shape in shapes.values()],
-                f"_{tag}_kinds": [[shape[p] for p in sorted(shape)] for shape in shapes.values()],
-            },
-            schema=pa.schema(
-                [(f"_{tag}_shape", pa.string()), (f"_{tag}_pointers", pa.list_(pa.string())),
-                 (f"_{tag}_kinds", pa.list_(pa.string()))]
-            ),
+            own, schema=pa.schema([(name, pa.string() if name.endswith("_shape") else pa.list_(pa.string())) for name in own])
         )
         out.own_name = f"_own_{tag}"
         out.join = f" LEFT JOIN {out.own_name} ON _{tag}_shape = json_structure({source})"
+    if mode == "own paths":
         out.inner.append(f"list_transform(_{tag}_pointers, lambda p: json_extract({source}, p)) AS _{tag}_own")
         value, kind = f"_{tag}_own[i]", f"_{tag}_kinds[i]"
         by_kind = " ".join(
@@ -880,12 +899,12 @@ def _leaves_sql(
         columns.append((i, path, is_masked, name))
     if not columns:
         return out
-    if not union:
+    if mode == "own paths":
         column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
         out.inner.append(f"json_extract({source}, [{column_pointers}]) AS _{tag}_json")
         columns = [(n, p, m, name) for n, (_, p, m, name) in enumerate(columns, start=1)]
     # Read at the union of paths, these could give an element of a list the row holds: each is read only by its own shape.
-    list_readers = set() if union else _list_readers(kinds)
+    list_readers = _list_readers(kinds) if mode == "own paths" else set()
     by_column: dict[str, list[str]] = {}
     for i, path, is_masked, name in columns:
         # The stored text: a string unquoted, null as NULL, anything else as its JSON text.
