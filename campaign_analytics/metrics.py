@@ -740,14 +740,14 @@ def _offset_steps(key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:
-    """Execute, give integer keys with missing values a nullable dtype, sort by ``keys``."""
+    """Execute, give integer columns with missing values a nullable dtype, sort by ``keys``."""
     frame = execute(expr)
     schema = expr.schema()
-    for column in keys:
+    for column in frame.columns:
         dtype = schema[column]
         if dtype.is_integer() and frame[column].dtype.kind == "f":
             frame[column] = frame[column].astype(pd.Int64Dtype())
-        elif dtype.is_date():
+        elif column in keys and dtype.is_date():
             frame[column] = pd.to_datetime(frame[column])
     if keys:
         frame = frame.sort_values(keys, na_position="last", kind="stable", ignore_index=True)

@@ -376,7 +376,10 @@ def test_campaigns_dedupes_repeated_events_and_counts_notifications() -> None:
         event(None, "notification", "created", T0 + 9, campaign_id="cmp-3", notification_id="ntf-3",
               template_id="tpl-9", template_version=4, status="dispatching"),
     ]
-    result = campaigns(events_frame(rows))
+    frame = events_frame(rows)
+    counts = ["total_targets", "sent_count", "failed_count"]
+    frame[counts] = frame[counts].astype("Int64")  # as read_events gives them
+    result = campaigns(frame)
     assert result.campaign_id.tolist() == ["cmp-1", "cmp-2", "cmp-3"]
     one, two, three = (result.iloc[i] for i in range(3))
     assert (one["name"], one.status, one.sent_count, one.failed_count) == ("Spring", "completed", 10, 0)
@@ -388,6 +391,9 @@ def test_campaigns_dedupes_repeated_events_and_counts_notifications() -> None:
     assert two.time_to_complete_s == 300.0
     assert pd.isna(three.status)
     assert (three.template_id, three.template_version, three.notifications) == ("tpl-9", 4, 1)
+    # counts stay whole numbers where a campaign has none yet (nullable, not float)
+    assert all(str(result[c].dtype) == "Int64" for c in counts)
+    assert pd.isna(three.total_targets) and one.total_targets == 10
     assert list(result.columns) == [
         "campaign_id", "name", "status", "template_id", "template_version", "total_targets", "sent_count",
         "failed_count", "scheduled_at", "sent_at", "completed_at", "updated_at", "time_to_complete_s",
