@@ -526,9 +526,11 @@ def _open_delta(path: Path, backend: Any, scan: str) -> ibis.Table:
 
     if not path.exists():
         raise TableError(f"no events table at {path}: the path does not exist. Run `campaign-analytics ingest` first.")
+    if not path.is_dir():
+        raise TableError(f"{path} is a file, not an events table. Pass the directory `campaign-analytics ingest` wrote the table to.")
     try:
         table = deltalake.DeltaTable(str(path))
-    except TableNotFoundError as exc:
+    except (TableNotFoundError, deltalake.exceptions.DeltaError) as exc:
         raise TableError(
             f"{path} is not a Delta table (no readable _delta_log). "
             "Pass the directory `campaign-analytics ingest` wrote the events table to."

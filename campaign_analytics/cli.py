@@ -213,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `head`) went away; not an error of ours.
         sys.stderr.close()
         return 0
+    except OSError as error:
+        # A path the system refuses (a file where a folder must be, no such device, no space): input that cannot be used.
+        place = f" {error.filename}" if error.filename else ""
+        _report_error(args, OSError(f"cannot use{place}: {error.strerror or error}. Check the path and its permissions."))
+        return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was committed by the interrupted step", file=sys.stderr)
         return 130

@@ -113,7 +113,9 @@ def run_report(
     with the notebooks' folder as working directory. Each executed notebook
     is written to ``out/<name>.ipynb`` and exported to ``out/<name>.html``,
     plotly.js embedded so the charts are interactive without internet. The
-    committed notebooks are never written to.
+    files of an earlier run there are removed first, so after a failed run
+    ``out`` holds only what this run produced. The committed notebooks are
+    never written to.
 
     Parameters
     ----------
@@ -145,7 +147,10 @@ def run_report(
     ------
     ParameterError
         An unknown parameter name, ``source`` or ``table`` among ``parameters``,
-        a date that cannot be read, or ``out`` is the notebooks' folder.
+        a date that cannot be read, or ``out`` is the notebooks' folder or
+        cannot be a folder.
+    TableError
+        ``table`` is not an events table (or does not exist and ``source`` is None).
     SourceError
         ``source`` matches no readable file.
     ReportError
@@ -181,6 +186,7 @@ def run_report(
     out_dir = Path(out).resolve()
     if out_dir == folder:
         raise ParameterError(f"--out {out_dir} is the notebooks' own folder; choose another folder for the report")
+    _check_out_dir(out_dir)
 
     papermill = _import_papermill()
     declared = {path.name: set(papermill.inspect_notebook(str(path))) for path in inputs}
@@ -192,8 +198,17 @@ def run_report(
         find_files(os.path.abspath(os.fspath(source)))  # SourceError now rather than in a cell
     values["source"] = os.path.abspath(os.fspath(source)) if source is not None else None
     values["table"] = os.path.abspath(os.fspath(table)) if table is not None else None
+    if values["table"] is not None:
+        from campaign_analytics.store import _open_table
+
+        # A path that is not an events table (or no table, with nothing to ingest): TableError now rather than in a cell.
+        _open_table(values["table"], must_exist=source is None)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Last run's files go first, so a run that fails part way never leaves them looking current.
+    for path in inputs:
+        for stale in (out_dir / path.name, (out_dir / path.name).with_suffix(".html")):
+            stale.unlink(missing_ok=True)
     written: list[Path] = []
     for path in inputs:
         executed = out_dir / path.name
@@ -202,6 +217,16 @@ def run_report(
         written.append(executed)
         written.append(export_html(executed, executed.with_suffix(".html")))
     return written
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The report folder is, or can be made, a folder: no file in its place or on the way to it."""
+    for place in (out_dir, *out_dir.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == out_dir else f"cannot be made: {place} is a file"
+                raise ParameterError(f"--out {out_dir} {what}; choose a folder for the report")
+            return
 
 
 def _import_papermill() -> Any:
@@ -577,7 +602,7 @@ def seconds_text(seconds: float | None) -> str:
     return f"{value / 86400:.1f} days"
 
 
-def breakdown_column(table: ibis.Table | pd.DataFrame, key: str) -> str:
+def breakdown_column(table: ibis.Table | pd.DataFrame, key: str | None, *, required: bool = True) -> str | None:
     """Check that ``key`` is a ``variables__*`` / ``metadata__*`` column of ``table``.
 
     Parameters
@@ -586,16 +611,20 @@ def breakdown_column(table: ibis.Table | pd.DataFrame, key: str) -> str:
         Items (or events), Ibis or pandas.
     key
         The column name, e.g. ``"metadata__experiment__arm"``.
+    required
+        False: a ``key`` that is None or not such a column gives None instead
+        of an error (a scheduled report then leaves its breakdown out rather
+        than failing on a day whose data lacks the key).
 
     Returns
     -------
-    str
-        ``key``.
+    str or None
+        ``key``, or None (only when not ``required``).
 
     Raises
     ------
     ParameterError
-        ``key`` is not such a column; the message lists the ones there are.
+        ``key`` is not such a column (and ``required``); the message lists the ones there are.
 
     Examples
     --------
@@ -607,11 +636,15 @@ def breakdown_column(table: ibis.Table | pd.DataFrame, key: str) -> str:
     Traceback (most recent call last):
     ...
     campaign_analytics.errors.ParameterError: breakdown_key 'plan' is not a variables__/metadata__ column of the items; choose one of: metadata__source, variables__plan
+    >>> print(breakdown_column(frame, "plan", required=False))
+    None
     """
     from campaign_analytics.items import user_columns
 
     columns = user_columns(list(table.columns))
     if key not in columns:
+        if not required:
+            return None
         raise ParameterError(
             f"breakdown_key {key!r} is not a variables__/metadata__ column of the items; "
             f"choose one of: {', '.join(sorted(columns)) or 'none (the items have no user columns)'}"

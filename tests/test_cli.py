@@ -128,6 +128,14 @@ def test_missing_source_without_json_exits_2_with_a_message(capsys, tmp_path, ta
     assert code == 2 and out == "" and "does not exist" in err
 
 
+def test_paths_the_system_refuses_exit_2_with_a_message_not_a_traceback(capsys, payloads, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, out, err = run(capsys, "simulate", str(tmp_path / "afile" / "sub"), "--items", "5", "--json")
+    assert code == 2 and one_json(out)["error"] == "OSError" and "afile" in err and "Traceback" not in err
+    code, out, err = run(capsys, "metrics", "--table", str(tmp_path / "afile"))
+    assert code == 2 and "is a file, not an events table" in err
+
+
 def test_non_table_path_exits_2_with_a_json_error(capsys, payloads, tmp_path):
     target = tmp_path / "occupied"
     target.mkdir()

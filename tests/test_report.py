@@ -15,7 +15,7 @@ from plotly.offline import get_plotlyjs_version
 
 import campaign_analytics as ca
 from campaign_analytics import cli, report
-from campaign_analytics.errors import ParameterError, ReportError, SourceError
+from campaign_analytics.errors import ParameterError, ReportError, SourceError, TableError
 from campaign_analytics.simulate import simulate
 
 PLOTLY = "application/vnd.plotly.v1+json"
@@ -160,6 +160,65 @@ def test_report_error_names_notebook_cell_and_error(tmp_path: Path) -> None:
     assert "ValueError: boom" in message
     assert str(out / "02_time_to_delivery.ipynb") in message
     assert (out / "01_load_and_check.html").is_file()
+
+
+def test_a_failed_run_leaves_no_report_of_an_earlier_run_looking_current(tmp_path: Path) -> None:
+    (tmp_path / "notebooks").mkdir()
+    notebooks = _failing_notebooks(tmp_path / "notebooks")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in report.NOTEBOOKS:  # an earlier run's files
+        (out / name).write_text("{}")
+        (out / name).with_suffix(".html").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ReportError):
+        report.run_report(None, None, out, parameters={"run_date": "2026-11-10"}, notebooks_dir=notebooks)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_load_and_check.html", "01_load_and_check.ipynb", "02_time_to_delivery.ipynb", "notes.txt"
+    ]
+    assert (out / "01_load_and_check.html").read_text() != "old"
+
+
+def test_an_out_or_table_path_that_cannot_be_used_fails_before_any_notebook_runs(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(ParameterError, match="choose a folder for the report"):
+            report.run_report("data/sample", tmp_path / "events", out)
+    (tmp_path / "not-a-table").mkdir()
+    (tmp_path / "not-a-table" / "x.txt").write_text("x")
+    for table in (tmp_path / "afile", tmp_path / "not-a-table"):
+        with pytest.raises(TableError):
+            report.run_report("data/sample", table, tmp_path / "out")
+    with pytest.raises(TableError, match="no table"):
+        report.run_report(None, tmp_path / "missing", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["nothing quarantined", "no user columns"])
+def test_report_runs_on_data_with_no_rejects_or_no_user_columns(tmp_path: Path, case: str) -> None:
+    """Clean captures (nothing rejected or skipped), and captures without variables or metadata:
+    every notebook runs; the breakdown by a key the items lack is left out with a note."""
+    raw = tmp_path / "raw"
+    simulate(raw, items=120, seed=5, days=2)
+    if case == "no user columns":
+        from campaign_analytics.sources import find_files, read_chunks
+
+        records = [json.loads(line) for file in find_files(str(raw)) for chunk in read_chunks(file)
+                   for line in chunk.lines.to_pylist()]
+        for record in records:
+            record["data"].pop("variables", None)
+            record["data"].pop("metadata", None)
+        raw = tmp_path / "stripped"
+        raw.mkdir()
+        (raw / "all.ndjson").write_text("\n".join(map(json.dumps, records)))
+    out = tmp_path / "out"
+    written = report.run_report(raw, tmp_path / "events", out, parameters={"run_date": "2026-11-04"})
+    assert len(written) == 6
+    if case == "no user columns":
+        executed = nbformat.read(out / "03_engagement.ipynb", as_version=4)
+        printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+        assert "No breakdown: 'metadata__experiment__arm' is not" in printed
 
 
 @pytest.mark.parametrize(
