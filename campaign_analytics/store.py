@@ -216,6 +216,8 @@ def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
             if must_exist:
                 raise TableError(f"No load has committed to {path!r} yet. Run `campaign-analytics ingest SOURCE --table {path}`.")
             return None
+        if must_exist:
+            raise TableError(f"{path!r} is not a Delta table (no _delta_log). Pass the folder `campaign-analytics ingest` wrote.")
         raise TableError(
             f"{path!r} exists but is not a Delta table (no _delta_log). Refusing to write into it: "
             "choose an empty or new directory for the table."
@@ -1405,8 +1407,8 @@ def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0)
     >>> ca.vacuum(path)
     []
     """
-    if min_age_hours < 0:
-        raise ParameterError(f"min_age_hours must be 0 or more, not {min_age_hours}.")
+    if not min_age_hours >= 0:  # NaN too
+        raise ParameterError(f"min_age_hours must be a number of hours, 0 or more, not {min_age_hours}.")
     uri = _table_uri(table)
     delta = _open_table(uri, must_exist=False)
     if delta is None and not os.path.isdir(uri):

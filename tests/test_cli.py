@@ -136,6 +136,16 @@ def test_paths_the_system_refuses_exit_2_with_a_message_not_a_traceback(capsys, 
     assert code == 2 and "is a file, not an events table" in err
 
 
+def test_reading_commands_on_a_folder_that_is_not_a_table_exit_2(capsys, payloads, tmp_path, table):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("x")
+    code, _, err = run(capsys, "loads", "--table", str(tmp_path / "docs"))
+    assert code == 2 and "is not a Delta table" in err and "Refusing to write" not in err
+    run(capsys, "ingest", str(payloads), "--table", table)
+    code, _, err = run(capsys, "vacuum", "--table", table, "--min-age-hours", "nan")
+    assert code == 2 and "min_age_hours" in err
+
+
 def test_non_table_path_exits_2_with_a_json_error(capsys, payloads, tmp_path):
     target = tmp_path / "occupied"
     target.mkdir()
