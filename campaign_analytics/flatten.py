@@ -756,6 +756,18 @@ def _hash_text_sql(value: str, kind: str) -> str:
     return value
 
 
+def _own_hash_text_sql(value: str, kind: str, possible: Iterable[str]) -> str:
+    """The hash text of a value by the kind its row's own shape gives it (SQL ``kind``; NULL: not the row's leaf).
+
+    ``possible`` are the kinds the value may have, so the CASE holds no branch that cannot be taken.
+    """
+    by_kind = "".join(
+        f" WHEN {kind} = '{what}' THEN {_hash_text_sql(value, what)}"
+        for what in sorted(set(possible) & {"object-list", "nested", "cut"})
+    )
+    return f"CASE WHEN {kind} IS NULL THEN NULL{by_kind} ELSE CAST({value} AS VARCHAR) END"
+
+
 def _object_list_sql(value: str) -> str:
     """A list's hash text with the keys of its objects sorted (one level), so a retry that reorders them still matches."""
     # A list of objects only is cast in one go; a mixed list goes element by element.
@@ -846,12 +858,7 @@ def _leaves_sql(
             if mode == "union":
                 hashed = _hash_text_sql(leaf(i, is_masked), leaves[p])
             else:
-                value, kind = f"_{tag}_json[{i}]", f"_{tag}_kinds[{i}]"
-                by_kind = "".join(
-                    f" WHEN {kind} = '{what}' THEN {_hash_text_sql(value, what)}"
-                    for what in sorted(kinds[p] & {"object-list", "nested", "cut"})
-                )
-                hashed = f"CASE WHEN {kind} IS NULL THEN NULL{by_kind} ELSE CAST({value} AS VARCHAR) END"
+                hashed = _own_hash_text_sql(f"_{tag}_json[{i}]", f"_{tag}_kinds[{i}]", kinds[p])
             pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
     if mode != "union":
@@ -868,14 +875,7 @@ def _leaves_sql(
         out.join = f" LEFT JOIN {out.own_name} ON _{tag}_shape = json_structure({source})"
     if mode == "own paths":
         out.inner.append(f"list_transform(_{tag}_pointers, lambda p: json_extract({source}, p)) AS _{tag}_own")
-        value, kind = f"_{tag}_own[i]", f"_{tag}_kinds[i]"
-        by_kind = " ".join(
-            f"WHEN '{what}' THEN {_hash_text_sql(value, what)}" for what in ("object-list", "nested", "cut")
-        )
-        pair = (
-            f"CASE WHEN {value} IS NULL THEN NULL "
-            f"ELSE _{tag}_pointers[i] || '=' || CASE {kind} {by_kind} ELSE CAST({value} AS VARCHAR) END END"
-        )
+        pair = f"_{tag}_pointers[i] || '=' || {_own_hash_text_sql(f'_{tag}_own[i]', f'_{tag}_kinds[i]', _KIND_RANK)}"
         out.canonical = (
             f"coalesce({not_object}, array_to_string(list_filter(list_transform(range(1, len(_{tag}_pointers) + 1), "
             f"lambda i: {pair}), lambda x: x IS NOT NULL), chr(31)), '')"
