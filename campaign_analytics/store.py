@@ -461,15 +461,23 @@ def _line_batches(
 
 
 def _break_rows(breaks: Sequence[PartialRead]) -> pa.Table:
-    """The rejected records that stand for files broken off part way (kind, reason, trigger, raw, file, line)."""
+    """The rejected records that stand for files broken off part way."""
+    return _rejected_rows(
+        [(b.reason, b.raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace"), b.path, b.line) for b in breaks]
+    )
+
+
+def _rejected_rows(rows: Sequence[tuple[str, str, str, int]]) -> pa.Table:
+    """Rejected records (kind, reason, trigger, raw, source_file, source_line) from (reason, raw, file, line)."""
+    reasons, raws, files, lines = zip(*rows, strict=True) if rows else ((), (), (), ())
     return pa.table(
         {
-            "kind": pa.array(["rejected"] * len(breaks), pa.string()),
-            "reason": pa.array([b.reason for b in breaks], pa.string()),
-            "trigger": pa.nulls(len(breaks), pa.string()),
-            "raw": pa.array([b.raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace") for b in breaks], pa.string()),
-            "source_file": pa.array([b.path for b in breaks], pa.string()),
-            "source_line": pa.array([b.line for b in breaks], pa.int64()),
+            "kind": pa.array(["rejected"] * len(rows), pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "trigger": pa.nulls(len(rows), pa.string()),
+            "raw": pa.array(raws, pa.string()),
+            "source_file": pa.array(files, pa.string()),
+            "source_line": pa.array(lines, pa.int64()),
         }
     )
 
@@ -677,27 +685,23 @@ def ingest(
     hashed_while_read: dict[PayloadFile, Any] = {}
     to_read: list[PayloadFile] = []
     for file in files:
-        if force or file.size not in maybe_copies:
-            hashed_while_read[file] = hashlib.sha256()
-            to_read.append(file)
-            summary.file_details.append({"path": file.path, "size": file.size, "hash": None, "status": "loaded"})
-            continue
-        try:
-            digest = file.content_hash()
-        except OSError:
-            # Read it anyway, hashing as it goes: a file that breaks off part way is a rejected
-            # record, and one that cannot be read at all a clear error, as for any other file.
-            hashed_while_read[file] = hashlib.sha256()
-            to_read.append(file)
-            summary.file_details.append({"path": file.path, "size": file.size, "hash": None, "status": "loaded"})
-            continue
-        if digest in already and not force:
+        digest: str | None = None
+        if not force and file.size in maybe_copies:
+            # A file that cannot be hashed now is read below all the same: one that breaks off part
+            # way is then a rejected record, one that cannot be read at all a clear error.
+            with contextlib.suppress(OSError):
+                digest = file.content_hash()
+        if digest is not None and digest in already:
             summary.files_unchanged += 1
-            summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "unchanged"})
+            status = "unchanged"
         else:
-            already.add(digest)
+            status = "loaded"
             to_read.append(file)
-            summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": "loaded"})
+            if digest is None:
+                hashed_while_read[file] = hashlib.sha256()
+            else:
+                already.add(digest)
+        summary.file_details.append({"path": file.path, "size": file.size, "hash": digest, "status": status})
     summary.files = len(files)
 
     existing_names = delta.schema().to_arrow().names if delta is not None else []
@@ -955,20 +959,12 @@ def _flatten_alone(
         finally:
             con.close()
     row = lines.to_pylist()[0]
-    rejected = pa.table(
-        {
-            "kind": ["rejected"],
-            "reason": [(
-                f"too large to flatten: the record needs more than {limit >> 20:,} MiB of memory, the most one record "
-                f"may use here ({_ALONE_MEMORY_PER_RECORD_BYTE} x max_record_bytes, at most 80% of this machine's "
-                "memory); raise max_record_bytes, or load it on a machine with more memory"
-            )],
-            "trigger": pa.nulls(1, pa.string()),
-            "raw": [(row["raw"] or "")[:1024]],
-            "source_file": [row["source_file"]],
-            "source_line": pa.array([row["source_line"]], pa.int64()),
-        }
+    reason = (
+        f"too large to flatten: the record needs more than {limit >> 20:,} MiB of memory, the most one record "
+        f"may use here ({_ALONE_MEMORY_PER_RECORD_BYTE} x max_record_bytes, at most 80% of this machine's "
+        "memory); raise max_record_bytes, or load it on a machine with more memory"
     )
+    rejected = _rejected_rows([(reason, (row["raw"] or "")[:1024], row["source_file"], row["source_line"])])
     return FlatBatch(events=pa.table({}), quarantine=rejected, records=1)
 
 
