@@ -13,8 +13,8 @@ block's own memory, so no Python object is made per line. A record longer than
 not handed on: it becomes an oversize marker that the loader quarantines.
 
 A file that breaks off part way (a gzip stream cut short by a capture process
-killed mid-write, corrupt compressed data, a read error) is read up to the
-break: the records before it are handed on as usual, then :class:`PartialRead`
+killed mid-write, corrupt compressed data, a JSON array its writer never
+closed, a read error) is read up to the break: the records before it are handed on as usual, then :class:`PartialRead`
 says where reading stopped, so the loader can quarantine the break and go on
 with the other files.
 """
@@ -292,8 +292,9 @@ def read_chunks(
     Raises
     ------
     PartialRead
-        The file broke off part way (a truncated or corrupt gzip stream, a
-        read error): raised after the records before the break were yielded.
+        The file broke off part way (a truncated or corrupt gzip stream, an
+        unclosed JSON array, a read error): raised after the records before
+        the break were yielded.
     SourceError
         The file cannot be opened, or not a byte of it can be read.
     """
