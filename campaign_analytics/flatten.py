@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -273,6 +273,48 @@ class UserColumns:
         self.taken[name.lower()] = pointer
         self.new[name] = pointer
         return name
+
+    @staticmethod
+    def settle(new: Mapping[str, str], committed: Mapping[str, str], table_names: Iterable[str]) -> dict[str, str]:
+        """Renames that fit one load's new columns to what other loads committed meanwhile.
+
+        Loads that run side by side each name new leaves from the table as it
+        was when they started, so two of them can give one name to two paths
+        (``first-name`` and ``first_name``), or two names to one path. Named
+        again, in the order they arrived, after the committed ones: a path
+        another load named takes that name; a name another path took gets the
+        next free suffix.
+
+        Parameters
+        ----------
+        new
+            This load's new columns: name → leaf path (JSON pointer), in arrival order.
+        committed
+            Leaf path → column, as the committed loads recorded it.
+        table_names
+            The table's columns now.
+
+        Returns
+        -------
+        dict[str, str]
+            Old name → new name, for the columns whose name must change.
+
+        Examples
+        --------
+        >>> UserColumns.settle({"variables__first_name": "/variables/first_name"},
+        ...                    {"/variables/first-name": "variables__first_name"}, ["variables__first_name"])
+        {'variables__first_name': 'variables__first_name_2'}
+        """
+        settled = UserColumns(dict(committed), max_columns=len(committed) + len(new) + 1)
+        for name in table_names:
+            settled.taken.setdefault(name.lower(), "")
+        renames: dict[str, str] = {}
+        for name, pointer in new.items():
+            prefix, *path = (key.replace("~1", "/").replace("~0", "~") for key in pointer.split("/")[1:])
+            final = settled.column(prefix, path)  # never None: the cap leaves room for every new column
+            if final is not None and final != name:
+                renames[name] = final
+        return renames
 
 
 @dataclass(slots=True)

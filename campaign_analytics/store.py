@@ -556,6 +556,44 @@ def _commit_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _column_names(uri: str, adds: list[AddAction]) -> set[str]:
+    """The columns of this load's files (read from their footers)."""
+    names: set[str] = set()
+    for add in adds:
+        names.update(pq.read_schema(os.path.join(uri, add.path)).names)
+    return names
+
+
+def _renamed_columns(uri: str, adds: list[AddAction], renames: Mapping[str, str]) -> list[AddAction]:
+    """This load's files again, with columns renamed (old → new, all at once, so names may swap)."""
+    kept: list[AddAction] = []
+    for add in adds:
+        path = os.path.join(uri, add.path)
+        source = pq.ParquetFile(path)
+        names = source.schema_arrow.names
+        if not renames.keys() & set(names):
+            kept.append(add)
+            continue
+        schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in source.schema_arrow])
+        new_path = add.path.replace(".parquet", "-c.parquet")
+        with pq.ParquetWriter(os.path.join(uri, new_path), schema, compression=_PARQUET_COMPRESSION) as writer:
+            for batch in source.iter_batches():
+                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+        source.close()
+        kept.append(
+            AddAction(
+                path=new_path,
+                size=os.path.getsize(os.path.join(uri, new_path)),
+                partition_values=add.partition_values,
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                stats=add.stats,
+            )
+        )
+        os.remove(path)
+    return kept
+
+
 def _drop_concurrent_duplicates(
     uri: str, start_files: set[str], adds: list[AddAction], con: duckdb.DuckDBPyConnection, summary: LoadSummary
 ) -> list[AddAction]:
@@ -745,11 +783,23 @@ def ingest(
         # Only columns some written row has: names given to the leaves of records that were then
         # rejected (or of batches that failed) never reach the table, nor the ledger's mapping.
         written_columns = {name: pointer for name, pointer in user_columns.new.items() if name in columns_seen}
-        summary.new_columns = sorted(written_columns)
         with _commit_lock(uri):
             # Loads may run side by side: events another load committed since this one
-            # started are duplicates here too, and are taken out before committing.
-            event_adds = _drop_concurrent_duplicates(uri, start_files, event_adds, con, summary)
+            # started are duplicates here too, and are taken out before committing; and
+            # the names of new columns are fitted to those the other loads gave.
+            meanwhile = _open_table(uri, must_exist=False)
+            if meanwhile is not None and (delta is None or meanwhile.version() != delta.version()):
+                event_adds = _drop_concurrent_duplicates(uri, start_files, event_adds, con, summary)
+                still = _column_names(uri, event_adds)
+                columns_seen = {name: f for name, f in columns_seen.items() if name in still}
+                written_columns = {name: pointer for name, pointer in written_columns.items() if name in still}
+                renames = UserColumns.settle(written_columns, _column_paths(meanwhile), meanwhile.schema().to_arrow().names)
+                if renames:
+                    event_adds = _renamed_columns(uri, event_adds, renames)
+                    columns_seen = {renames.get(n, n): f.with_name(renames.get(n, n)) for n, f in columns_seen.items()}
+                    written_columns = {renames.get(n, n): pointer for n, pointer in written_columns.items()}
+                existing_names = meanwhile.schema().to_arrow().names
+            summary.new_columns = sorted(set(written_columns) - set(existing_names))
             if quarantine_adds:
                 quarantine_table = _open_quarantine(quarantine_root)
                 _commit(quarantine_root, quarantine_table, quarantine_adds, QUARANTINE_SCHEMA, [], {_LEDGER_KEY + ".quarantine": load_id})

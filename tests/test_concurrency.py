@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 import campaign_analytics as ca
+from campaign_analytics import store
 from campaign_analytics.simulate import simulate
 from campaign_analytics.sources import find_files
+from conftest import make_event
 
 
 def _ingest_in_process(files: list[str], table: Path) -> subprocess.Popen[bytes]:
@@ -50,3 +56,69 @@ def test_four_concurrent_loads_of_overlapping_and_disjoint_files_equal_a_serial_
         assert load["records"] == load["written"] + load["duplicates"] + load["rejected"] + load["skipped"]
     assert len(ca.read_rejected(table)["source_line"]) >= truth.rejected  # overlapping loads see a bad line twice
     assert ca.vacuum(table, min_age_hours=0) == []
+
+
+def _while_loading(monkeypatch: pytest.MonkeyPatch, other: Callable[[], object]) -> None:
+    """Make the next ingest run ``other`` (another whole load) after it has read its files, just before it commits."""
+    original = store._commit_lock
+    ran: list[bool] = []
+
+    @contextlib.contextmanager
+    def lock(uri: str) -> Iterator[None]:
+        if not ran:
+            ran.append(True)
+            other()
+        with original(uri):
+            yield
+
+    monkeypatch.setattr(store, "_commit_lock", lock)
+
+
+def _variables_event(item: str, variables: dict[str, object]) -> dict[str, object]:
+    return make_event(id=item, variables=variables)
+
+
+def test_keys_that_clash_in_loads_side_by_side_keep_their_own_columns(
+    monkeypatch: pytest.MonkeyPatch, write: Callable[..., Path], table: str
+) -> None:
+    first = write("a.ndjson", [_variables_event("feed-a", {"first-name": "Ann", "Name": "A"})])
+    second = write("b.ndjson", [_variables_event("feed-b", {"first_name": "Bob", "name": "B", "plan": "pro"})])
+    _while_loading(monkeypatch, lambda: ca.ingest(first, table))
+
+    summary = ca.ingest(second, table)
+
+    assert summary.new_columns == ["variables__first_name_2", "variables__name_2", "variables__plan"]
+    events = ca.read_events(table).set_index("item_id")
+    # The same columns and values as one serial load of both files, nothing merged.
+    serial = ca.load([first, second]).set_index("item_id")
+    user = sorted(c for c in serial.columns if c.startswith("variables__"))
+    assert sorted(c for c in events.columns if c.startswith("variables__")) == user
+    assert events.loc[["feed-a", "feed-b"], user].astype(str).equals(serial.loc[["feed-a", "feed-b"], user].astype(str))
+    assert events.loc["feed-b", "variables__first_name_2"] == "Bob"
+    assert events.loc["feed-a", "variables__first_name"] == "Ann"
+    assert events.loc["feed-b", "variables__name_2"] == "B"
+    loads = ca.read_loads(table)
+    assert summary.load_id in set(loads["load_id"])
+    # A later load puts each path in the column its first load recorded.
+    monkeypatch.undo()
+    third = write("c.ndjson", [_variables_event("feed-c", {"first_name": "Cy", "first-name": "Di"})])
+    ca.ingest(third, table)
+    later = ca.read_events(table).set_index("item_id")
+    assert later.loc["feed-c", "variables__first_name_2"] == "Cy"
+    assert later.loc["feed-c", "variables__first_name"] == "Di"
+
+
+def test_a_load_whose_events_another_load_committed_meanwhile_adds_no_columns(
+    monkeypatch: pytest.MonkeyPatch, write: Callable[..., Path], table: str, tmp_path: Path
+) -> None:
+    events = [_variables_event("feed-a", {"plan": "pro"})]
+    original = write("a.ndjson", events)
+    copy = write("copy/a.ndjson", events)
+    _while_loading(monkeypatch, lambda: ca.ingest(original, table))
+
+    summary = ca.ingest(copy, table)
+
+    assert (summary.written, summary.duplicates) == (0, 1)
+    assert summary.new_columns == []
+    ledger = ca.read_loads(table)
+    assert ledger.set_index("load_id").loc[summary.load_id, "new_columns"] == []
