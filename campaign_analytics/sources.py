@@ -194,8 +194,18 @@ def find_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    elif isinstance(sources, (bytes, Mapping)) or not isinstance(sources, Iterable):
+        raise SourceError(
+            f"Sources must be a path, a glob pattern or a list of them, not {type(sources).__name__}: "
+            "pass e.g. 'captures/' or ['a.ndjson', 'b.json.gz']."
+        )
     found: dict[str, PayloadFile] = {}
     for source in sources:
+        if not isinstance(source, (str, os.PathLike)):
+            raise SourceError(
+                f"Each source must be a path or a glob pattern (a str or os.PathLike), not {type(source).__name__} "
+                f"{source!r}."
+            )
         for path in _expand(os.fspath(source)):
             key = os.path.realpath(path)
             if key not in found:

@@ -198,7 +198,20 @@ def _now() -> dt.datetime:
 
 
 def _table_uri(table: PathLike) -> str:
+    if not isinstance(table, (str, os.PathLike)):
+        raise ParameterError(f"The table must be a folder path (str or os.PathLike), not {type(table).__name__} {table!r}.")
     return os.path.abspath(os.fspath(table))
+
+
+def _load_options(limits: FlattenLimits | None, batch_records: int) -> FlattenLimits:
+    """The limits of a load (the defaults when None), once its options are checked."""
+    if limits is not None and not isinstance(limits, FlattenLimits):
+        raise ParameterError(
+            f"limits must be a FlattenLimits, not {type(limits).__name__}: e.g. limits=FlattenLimits(max_depth=4)."
+        )
+    if isinstance(batch_records, bool) or not isinstance(batch_records, int) or batch_records < 1:
+        raise ParameterError(f"batch_records must be a whole number of records, at least 1, not {batch_records!r}.")
+    return limits or FlattenLimits()
 
 
 def _open_table(path: str, *, must_exist: bool) -> DeltaTable | None:
@@ -694,6 +707,9 @@ def ingest(
         ``partial_files`` and in the ledger with status ``partial``.
     TableError
         The table path exists but is not an events table (nothing is written).
+    ParameterError
+        ``limits`` is not a :class:`FlattenLimits`, or ``batch_records`` is not a
+        whole number of at least 1.
 
     Examples
     --------
@@ -702,9 +718,7 @@ def ingest(
     >>> summary.balanced
     True
     """
-    limits = limits or FlattenLimits()
-    if batch_records < 1:
-        raise ParameterError(f"batch_records must be at least 1, not {batch_records}.")
+    limits = _load_options(limits, batch_records)
     uri = _table_uri(table)
     started = _now()
     delta = _open_table(uri, must_exist=False)
@@ -1115,20 +1129,51 @@ def _live_files(delta: DeltaTable, root: str) -> Any:
     )
 
 
-def _as_utc(value: str | dt.date | dt.datetime | pd.Timestamp, *, end: bool) -> tuple[pd.Timestamp, bool]:
-    """A bound as a UTC timestamp, and whether it was a whole day."""
-    import pandas as pd  # only for what returns frames: a load alone never needs it
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as error:
-        raise ParameterError(f"Cannot read {value!r} as a date or time; use e.g. '2026-11-02' or '2026-11-02T10:00Z'.") from error
-    whole_day = isinstance(value, dt.date) and not isinstance(value, dt.datetime) or (
-        isinstance(value, str) and len(value.strip()) == 10
-    )
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    if end and whole_day:
-        stamp = stamp + pd.Timedelta(days=1)
-    return stamp, whole_day
+# The loader keeps event times from 1970 to 2199 only: bounds outside that range select the same
+# rows as the range's own ends, and are clamped to them.
+_EARLIEST: Final[dt.datetime] = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_LATEST: Final[dt.datetime] = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _as_utc(value: object, *, name: str, end: bool) -> dt.datetime:
+    """A time bound as an aware UTC datetime; a bare date is a whole UTC day (``end`` takes the day after).
+
+    Text must be ISO 8601 (``2026-11-02``, ``20261102``, ``2026-11-02T10:00Z``): a form like
+    ``02/11/2026`` means different days in different countries, so it is refused, not guessed.
+    A time without an offset is UTC.
+    """
+    example = "use e.g. '2026-11-02' (a whole UTC day) or '2026-11-02T10:00Z'"
+
+    def whole_day(day: dt.date) -> dt.datetime:
+        if end and day >= _LATEST.date():
+            return _LATEST
+        return dt.datetime.combine(day + dt.timedelta(days=1) if end else day, dt.time())
+
+    moment: dt.datetime
+    if isinstance(value, dt.datetime):  # a pandas Timestamp is one too
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = whole_day(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            try:
+                moment = dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise ParameterError(f"{name}={value!r} is not an ISO 8601 date or time; {example}.") from None
+        else:
+            moment = whole_day(day)
+    else:
+        raise ParameterError(f"{name} must be a date, a datetime or ISO 8601 text, not {type(value).__name__} {value!r}; {example}.")
+    wall = moment.replace(tzinfo=None)  # compared first: year 1 or 9999 cannot be shifted to UTC
+    if wall >= _LATEST.replace(tzinfo=None):
+        return _LATEST
+    if wall <= _EARLIEST.replace(tzinfo=None):
+        return _EARLIEST
+    moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+    return min(max(moment, _EARLIEST), _LATEST)
 
 
 def read_events(
@@ -1145,10 +1190,19 @@ def read_events(
         The table directory.
     start, end
         Keep events whose ``event_time`` is at or after ``start`` and before
-        ``end``. A bare date (``"2026-11-02"``) means the whole UTC day, so
-        ``end="2026-11-02"`` includes that day.
+        ``end``. A bare date (``"2026-11-02"`` or ``datetime.date``) means the
+        whole UTC day, so ``end="2026-11-02"`` includes that day. Text is ISO
+        8601; a time without an offset is taken as UTC.
     columns
         Columns to read (default: all), in the table's order.
+
+    Raises
+    ------
+    ParameterError
+        A bound that is not a date or time, ``start`` after ``end``, or an
+        unknown or repeated column name.
+    TableError
+        No events table at ``table``.
 
     Returns
     -------
@@ -1168,6 +1222,16 @@ def read_events(
     """
     import pyarrow.dataset as ds
 
+    lower = _as_utc(start, name="start", end=False) if start is not None else None
+    upper = _as_utc(end, name="end", end=True) if end is not None else None
+    if lower is not None and upper is not None and lower > upper:
+        raise ParameterError(f"start={start!r} is after end={end!r}: nothing could match. Swap them?")
+    if columns is not None:
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise ParameterError(f"columns must be a list of column names, not {columns!r}; e.g. columns=['event_id', 'event_time'].")
+        repeated = sorted({c for c in columns if list(columns).count(c) > 1})
+        if repeated:
+            raise ParameterError(f"Column(s) {repeated} asked for more than once; name each column once.")
     dataset = events_dataset(table)
     names = dataset.schema.names
     if columns is not None:
@@ -1175,12 +1239,10 @@ def read_events(
         if unknown:
             raise ParameterError(f"Unknown column(s) {unknown}; the table has: {', '.join(names)}.")
     expression = None
-    if start is not None:
-        lower, _ = _as_utc(start, end=False)
-        expression = (ds.field(PARTITION_COLUMN) >= lower.date()) & (ds.field("event_time") >= lower.to_pydatetime())
-    if end is not None:
-        upper, _ = _as_utc(end, end=True)
-        upper_filter = (ds.field(PARTITION_COLUMN) <= upper.date()) & (ds.field("event_time") < upper.to_pydatetime())
+    if lower is not None:
+        expression = (ds.field(PARTITION_COLUMN) >= lower.date()) & (ds.field("event_time") >= lower)
+    if upper is not None:
+        upper_filter = (ds.field(PARTITION_COLUMN) <= upper.date()) & (ds.field("event_time") < upper)
         expression = upper_filter if expression is None else expression & upper_filter
     arrow = dataset.to_table(columns=list(columns) if columns is not None else None, filter=expression)
     return _to_pandas(arrow)
@@ -1274,6 +1336,14 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     pandas.DataFrame
         One row per unique event, columns as :func:`read_events` gives them.
 
+    Raises
+    ------
+    SourceError
+        A source is missing or cannot be read at all.
+    ParameterError
+        ``limits`` is not a :class:`FlattenLimits`, or ``batch_records`` is not a
+        whole number of at least 1.
+
     Examples
     --------
     >>> import campaign_analytics as ca
@@ -1281,7 +1351,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     >>> events.attrs["load_summary"]["records"] >= len(events)
     True
     """
-    limits = limits or FlattenLimits()
+    limits = _load_options(limits, batch_records)
     files = find_files(sources)
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
@@ -1307,7 +1377,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     summary.finished_at = finished.isoformat()
     summary.seconds = round((finished - started).total_seconds(), 3)
     frame.attrs["load_summary"] = summary.to_dict()
-    frame.attrs["quarantine"] = _to_pandas(pa.concat_tables(quarantine)) if quarantine else _to_pandas(QUARANTINE_SCHEMA.empty_table())
+    frame.attrs["quarantine"] = _quarantine_frame(pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table())
     return frame
 
 
@@ -1321,7 +1391,7 @@ def _read_quarantine(table: PathLike, kind: str, load_id: str | None) -> pd.Data
     assert delta is not None
     quarantine = _open_quarantine(os.path.join(uri, QUARANTINE_DIR))
     if quarantine is None:
-        return _to_pandas(QUARANTINE_SCHEMA.empty_table())
+        return _quarantine_frame(QUARANTINE_SCHEMA.empty_table())
     import pyarrow.dataset as ds
 
     committed = _committed_loads(delta)
@@ -1333,7 +1403,13 @@ def _read_quarantine(table: PathLike, kind: str, load_id: str | None) -> pd.Data
         filter=(ds.field("kind") == kind) & ds.field("load_id").isin(sorted(committed))
     )
     arrow = arrow.sort_by([("ingested_at", "ascending"), ("source_file", "ascending"), ("source_line", "ascending")])
-    return _to_pandas(arrow)
+    return _quarantine_frame(arrow)
+
+
+def _quarantine_frame(arrow: pa.Table) -> pd.DataFrame:
+    """Rejected or skipped records as pandas, columns in the quarantine table's order."""
+    frame = _to_pandas(arrow)
+    return frame[[name for name in QUARANTINE_SCHEMA.names if name in frame.columns]]
 
 
 def read_rejected(table: PathLike, load_id: str | None = None) -> pd.DataFrame:
@@ -1453,10 +1529,14 @@ def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0)
     >>> ca.vacuum(path)
     []
     """
-    if not min_age_hours >= 0:  # NaN too
-        raise ParameterError(f"min_age_hours must be a number of hours, 0 or more, not {min_age_hours}.")
+    if isinstance(min_age_hours, bool) or not isinstance(min_age_hours, (int, float)) or not min_age_hours >= 0:  # NaN too
+        raise ParameterError(f"min_age_hours must be a number of hours, 0 or more, not {min_age_hours!r}.")
     uri = _table_uri(table)
-    delta = _open_table(uri, must_exist=False)
+    try:
+        delta = _open_table(uri, must_exist=False)
+    except TableError:
+        # Not a folder a load could write into: say so as a reader would, since vacuum writes nothing new.
+        delta = _open_table(uri, must_exist=True)
     if delta is None and not os.path.isdir(uri):
         raise TableError(f"There is no table at {uri!r}: nothing to clean up.")
     cutoff = time.time() - min_age_hours * 3600

@@ -470,6 +470,28 @@ def test_read_events_columns_and_bad_arguments(days_table):
         ca.read_events(days_table, columns=["item_id", "nope"])
     with pytest.raises(ParameterError):
         ca.read_events(days_table, start="not a date")
+    with pytest.raises(ParameterError, match="more than once"):
+        ca.read_events(days_table, columns=["item_id", "item_id"])
+    with pytest.raises(ParameterError, match="list of column names"):
+        ca.read_events(days_table, columns="item_id")
+
+
+def test_read_events_bounds_are_iso_8601_and_never_guessed(days_table):
+    # Every ISO form of a day is that whole day.
+    for day in ("2026-11-03", "20261103", " 2026-11-03 ", dt.date(2026, 11, 3)):
+        assert _items(ca.read_events(days_table, start=day, end=day)) == ["end-03", "noon-03", "start-03"], day
+    # A time without an offset is UTC; one with an offset is converted.
+    assert _items(ca.read_events(days_table, start="2026-11-03T12:00", end="2026-11-03T13:30+01:00")) == ["noon-03"]
+    # Day-first or month-first? Not guessed, refused, and so are numbers and empty text.
+    for bad in ("03/11/2026", "11.03.2026", "Nov 3 2026", "2026-11-3", "", 2026, 1.5e9):
+        with pytest.raises(ParameterError, match="start"):
+            ca.read_events(days_table, start=bad)
+    with pytest.raises(ParameterError, match="after"):
+        ca.read_events(days_table, start="2026-11-04", end="2026-11-02")
+    # Bounds far outside the years an event can have (1970-2199) select everything, without overflow.
+    far = ca.read_events(days_table, start="0001-01-01", end="9999-12-31")
+    assert len(far) == 5
+    assert len(ca.read_events(days_table, end=dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5))))) == 5
 
 
 def test_read_events_types_user_columns(tmp_path, table):
@@ -538,6 +560,8 @@ def test_read_rejected_skipped_and_loads(tmp_path, table):
         assert row["size"] == path.stat().st_size
         assert row["hash"] == hashlib.sha256(path.read_bytes()).hexdigest()
     rejected = ca.read_rejected(table)
+    assert list(rejected.columns) == ["kind", "reason", "trigger", "raw", "source_file", "source_line", "load_id", "ingested_at"]
+    assert list(ca.load(str(a)).attrs["quarantine"].columns) == list(rejected.columns)
     assert rejected["raw"].tolist() == ["{bad", "7"]
     assert rejected["load_id"].tolist() == [s1.load_id, s2.load_id]
     assert ca.read_rejected(table, load_id=s2.load_id)["raw"].tolist() == ["7"]
@@ -572,6 +596,11 @@ def test_a_directory_that_is_not_a_table_is_refused_and_left_alone(tmp_path):
     assert _listing(target) == before
     with pytest.raises(TableError):
         ca.read_events(str(target))
+    # vacuum only cleans up: it says what the folder is not, without talking of writing into it.
+    with pytest.raises(TableError, match="not a Delta table") as refused:
+        ca.vacuum(str(target))
+    assert "Refusing to write" not in str(refused.value)
+    assert _listing(target) == before
 
 
 def test_a_file_is_not_a_table(tmp_path):
@@ -609,9 +638,27 @@ def test_a_missing_source_writes_nothing(tmp_path, table):
     assert not os.path.exists(os.path.join(table, "_delta_log"))
 
 
-def test_bad_batch_records_is_a_parameter_error(tmp_path, table):
-    with pytest.raises(ParameterError):
-        ca.ingest(str(write_payload(tmp_path / "in.ndjson", [make_event()])), table, batch_records=0)
+@pytest.mark.parametrize("load", ["ingest", "load"])
+def test_bad_load_options_are_parameter_errors(tmp_path, table, load):
+    source = str(write_payload(tmp_path / "in.ndjson", [make_event()]))
+    run = (lambda **o: ca.ingest(source, table, **o)) if load == "ingest" else (lambda **o: ca.load(source, **o))
+    for batch_records in (0, -5, "10", 2.5, True):
+        with pytest.raises(ParameterError, match="batch_records"):
+            run(batch_records=batch_records)
+    with pytest.raises(ParameterError, match="FlattenLimits"):
+        run(limits={"max_depth": 3})
+    assert not os.path.exists(table)
+
+
+def test_sources_and_table_of_the_wrong_type_are_clear_errors(tmp_path, table):
+    source = str(write_payload(tmp_path / "in.ndjson", [make_event()]))
+    for sources in ([1, 2], None, 7, b"in.ndjson", {"path": source}):
+        with pytest.raises(SourceError, match="path"):
+            ca.ingest(sources, table)
+    with pytest.raises(ParameterError, match="folder path"):
+        ca.ingest(source, None)
+    with pytest.raises(ParameterError, match="min_age_hours"):
+        ca.vacuum(table, min_age_hours="1")
 
 
 # -- load() -------------------------------------------------------------------------------------
