@@ -12,7 +12,7 @@ import datetime as _dt
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ibis
@@ -81,7 +81,7 @@ _MS_PER_DAY: Final[int] = 86_400_000
 # UTC offsets are tabulated for this span; outside it the nearest offset applies.
 _ZONE_YEARS: Final[tuple[int, int]] = (1970, 2100)
 
-ItemsSource = ibis.Table | pd.DataFrame | str | Path
+ItemsSource: TypeAlias = ibis.Table | pd.DataFrame | str | Path
 
 
 def engagement(
