@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -58,6 +59,7 @@ import ibis.expr.operations as ops
 import pandas as pd
 
 from campaign_analytics.errors import BackendError, ParameterError, TableError
+from campaign_analytics.store import data_files
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -583,7 +585,8 @@ def _spark_data_files(session: Any, table: Any, path: Path) -> Any:
 
     schema = pa.schema(table.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     spark_schema = from_arrow_schema(schema)
-    files = table.file_uris()
+    # Spark reads every path as a glob pattern: a folder named "runs [1]" must match itself.
+    files = [re.sub(r"([\\\[\]{}*?])", r"\\\1", file) for file in data_files(table)]
     if not files:
         return session.createDataFrame([], spark_schema)
     return session.read.schema(spark_schema).option("basePath", str(path)).parquet(*files)
@@ -605,7 +608,7 @@ def _read_data_files(con: ibis.BaseBackend, table: Any, name: str, columns: list
     import pyarrow as pa
     import sqlglot.expressions as sge
 
-    files = table.file_uris()
+    files = data_files(table)
     schema = pa.schema(table.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     partition_columns = list(table.metadata().partition_columns)
     if not files:

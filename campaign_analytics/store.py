@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -200,7 +201,17 @@ def _now() -> dt.datetime:
 def _table_uri(table: PathLike) -> str:
     if not isinstance(table, (str, os.PathLike)):
         raise ParameterError(f"The table must be a folder path (str or os.PathLike), not {type(table).__name__} {table!r}.")
-    return os.path.abspath(os.fspath(table))
+    path = os.path.abspath(os.fspath(table))
+    for char, why in (("%", "reads it as a URL escape"), ("\\", "reads it as a folder separator")):
+        # Delta Lake reads a local path as a URL: "%41" or "a\\b" would name another folder than the one given.
+        if char in path:
+            raise TableError(f"A table path cannot hold {char!r} (Delta Lake {why}): {path!r}. Choose another path.")
+    return path
+
+
+def data_files(table: DeltaTable, partition_filters: list[tuple[str, str, Any]] | None = None) -> list[str]:
+    """The local paths of a Delta table's live data files (the log's URIs, unescaped: a space stays a space)."""
+    return [urllib.parse.unquote(uri.removeprefix("file://")) for uri in table.file_uris(file_pruning_predicate=partition_filters)]
 
 
 def _load_options(limits: FlattenLimits | None, batch_records: int) -> FlattenLimits:
@@ -396,7 +407,7 @@ class _Deduplicator:
         """Rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
         days = set(pc.unique(events.column(PARTITION_COLUMN)).to_pylist()) - self.loaded_days
         if days and self.table is not None:
-            files = self.table.file_uris(file_pruning_predicate=[(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
+            files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
             if files:
                 self.con.execute("INSERT INTO seen SELECT event_id FROM read_parquet(?)", [files])
         self.loaded_days |= days
@@ -615,7 +626,7 @@ def _drop_concurrent_duplicates(
     if current is None or not adds:
         return adds
     days = sorted({a.partition_values[PARTITION_COLUMN] for a in adds})
-    newer = sorted(set(current.file_uris(file_pruning_predicate=[(PARTITION_COLUMN, "in", days)])) - start_files)
+    newer = sorted(set(data_files(current, [(PARTITION_COLUMN, "in", days)])) - start_files)
     if not newer:
         return adds
     ours = [os.path.join(uri, a.path) for a in adds]
@@ -765,7 +776,7 @@ def ingest(
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
     columns_seen: dict[str, pa.Field] = {}
     stopped: dict[str, PartialRead] = {}
-    start_files = set(delta.file_uris()) if delta is not None else set()
+    start_files = set(data_files(delta)) if delta is not None else set()
     done = False
     bar = _progress_bar(sum(f.size for f in to_read), progress)
 
@@ -1122,7 +1133,7 @@ def _live_files(delta: DeltaTable, root: str) -> Any:
     schema = pa.schema(delta.schema().to_arrow())  # deltalake >= 1.0 gives an arro3 schema
     partitions = list(delta.metadata().partition_columns)
     partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partitions]), flavor="hive") if partitions else None
-    files = [f.removeprefix("file://") for f in delta.file_uris()]
+    files = data_files(delta)
     return ds.dataset(
         files, schema=schema, format="parquet", partitioning=partitioning, partition_base_dir=root,
         filesystem=pafs.LocalFileSystem(),

@@ -65,11 +65,11 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A simulated stream ingested into a fresh events table."""
+    """A simulated stream ingested into a fresh events table (its path holds a space and glob characters, as real ones may)."""
     root = tmp_path_factory.mktemp("spark")
     simulate(root / "raw", items=1500, seed=11, days=5, bad_records=2, other_triggers=2)
-    ingest(root / "raw", root / "events", progress=False)
-    return root / "events"
+    ingest(root / "raw", root / "campaign events [1]", progress=False)
+    return root / "campaign events [1]"
 
 
 @pytest.fixture(scope="module")

@@ -603,6 +603,19 @@ def test_a_directory_that_is_not_a_table_is_refused_and_left_alone(tmp_path):
     assert _listing(target) == before
 
 
+def test_a_table_whose_path_holds_a_space_is_written_deduplicated_and_read(tmp_path):
+    table = str(tmp_path / "my tables" / "campaign events")
+    source = write_payload(tmp_path / "in.ndjson", [make_event(id="f1"), make_event(id="f2"), "{bad"])
+    assert ca.ingest(str(source), table).written == 2
+    again = ca.ingest(str(source), table, force=True)  # dedupe reads the table's own files
+    assert (again.written, again.duplicates) == (0, 2)
+    assert sorted(ca.read_events(table)["item_id"]) == ["f1", "f2"]
+    assert ca.read_rejected(table)["raw"].tolist() == ["{bad", "{bad"]
+    assert ca.items(table).count().execute() == 2
+    with pytest.raises(TableError, match="'%'"):
+        ca.ingest(str(source), str(tmp_path / "100%ABtables"))
+
+
 def test_a_file_is_not_a_table(tmp_path):
     source = write_payload(tmp_path / "in.ndjson", [make_event()])
     target = tmp_path / "file.parquet"
