@@ -9,7 +9,8 @@ A Delta table is opened with the ``deltalake`` package, never with DuckDB's
 own ``delta`` extension (it downloads itself at run time). By default its
 current data files, as listed by the Delta log, are read by the engine's own
 Parquet reader; ``DeltaTable.to_pyarrow_dataset()`` is the fallback for tables
-whose plain files are not the table (deletion vectors, column mapping).
+whose plain files are not the table (deletion vectors). A table with column
+mapping is refused on DuckDB: that reader would give every value as null.
 
 Spark
 -----
@@ -564,12 +565,35 @@ def _open_delta(path: Path, backend: Any, scan: str) -> ibis.Table:
                 f"the {con.name} backend could not read the Delta table at {path}: {exc}.{hint}"
             ) from exc
 
+    if _uses_column_mapping(table):
+        # deltalake's Arrow reader finds the columns by their logical names while the files hold
+        # physical ones: every value would come back null, with no error.
+        raise BackendError(
+            f"the Delta table at {path} uses column mapping, which the DuckDB backend cannot read "
+            "(every value would read as null). Read it with Spark and delta-spark, or rewrite it "
+            "without column mapping (as `campaign-analytics ingest` writes tables)."
+        )
     if scan == "auto":
         scan = "parquet" if exact else "arrow"
+    if scan == "parquet" and not exact:
+        raise BackendError(
+            f"scan='parquet' reads the data files alone, but those of the Delta table at {path} are not the "
+            "table (it has deletion vectors). Use scan='auto'."
+        )
     if scan == "arrow":
-        con.con.register(name, table.to_pyarrow_dataset())
+        try:
+            dataset = table.to_pyarrow_dataset()
+        except Exception as exc:  # deltalake raises several of its own kinds here
+            raise BackendError(f"deltalake could not read the Delta table at {path}: {exc}") from exc
+        con.con.register(name, dataset)
         return con.table(name)
     return _read_data_files(con, table, name, columns)
+
+
+def _uses_column_mapping(table: Any) -> bool:
+    features = set(table.protocol().reader_features or ())
+    configuration = table.metadata().configuration or {}
+    return "columnMapping" in features or configuration.get("delta.columnMapping.mode", "none") != "none"
 
 
 def _spark_data_files(session: Any, table: Any, path: Path) -> Any:

@@ -745,7 +745,8 @@ def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:
     schema = expr.schema()
     for column in frame.columns:
         dtype = schema[column]
-        if dtype.is_integer() and frame[column].dtype.kind == "f":
+        # Missing values make an integer column float, or object when every value is missing (DuckDB): Int64 either way.
+        if dtype.is_integer() and frame[column].dtype.kind in "fO":
             frame[column] = frame[column].astype(pd.Int64Dtype())
         elif column in keys and dtype.is_date():
             frame[column] = pd.to_datetime(frame[column])

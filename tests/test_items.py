@@ -12,7 +12,7 @@ import pytest
 from deltalake import write_deltalake
 
 from campaign_analytics.backends import events_table
-from campaign_analytics.errors import ParameterError, TableError
+from campaign_analytics.errors import BackendError, ParameterError, TableError
 from campaign_analytics.items import items
 
 T0 = 1_780_003_600  # 2026-05-28T21:26:40Z
@@ -305,6 +305,21 @@ def test_events_from_a_delta_table_match_the_dataframe(tmp_path: Path) -> None:
             got, expected.sort_values("item_id", ignore_index=True), check_dtype=False
         )
     assert events_table(table).schema()["event_date"].is_date()
+
+
+@pytest.mark.parametrize(
+    ("configuration", "why"),
+    [({"delta.columnMapping.mode": "name"}, "column mapping"), ({"delta.enableDeletionVectors": "true"}, "deletion")],
+)
+def test_a_delta_table_duckdb_cannot_read_right_is_refused_not_read_as_nulls(
+    tmp_path: Path, configuration: dict[str, str], why: str
+) -> None:
+    frame = events_frame([event("feed-1", "sent", T0), event("feed-1", "delivered", T0 + 5, sent_at=T0)])
+    table = tmp_path / "events"
+    write_deltalake(table, frame, partition_by=["event_date"], configuration=configuration)
+    for scan in ("auto", "arrow", "parquet"):
+        with pytest.raises(BackendError, match=why if scan != "parquet" or why != "deletion" else "data files alone"):
+            events_table(table, scan=scan)  # type: ignore[arg-type]
 
 
 def test_items_accepts_an_ibis_events_table() -> None:

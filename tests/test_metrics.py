@@ -359,6 +359,20 @@ def test_compare_versions_rejects_bad_arguments() -> None:
 # ------------------------------------------------------------------ campaigns
 
 
+def test_an_integer_column_with_no_value_at_all_is_still_int64() -> None:
+    # Campaigns still running have no counts yet, and the items no version: every value missing.
+    rows = [
+        event(None, "notification", "created", T0, template_version=None, status="dispatching",
+              total_targets=None, sent_count=None, failed_count=None),
+        event("feed-1", "feed_item", "sent", T0 + 1, template_version=None),
+    ]
+    frame = events_frame(rows)
+    counts = ["total_targets", "sent_count", "failed_count"]
+    frame[counts] = frame[counts].astype("Int64")
+    assert all(str(campaigns(frame)[c].dtype) == "Int64" for c in [*counts, "template_version"])
+    assert str(engagement(items(frame), by="template_version")["template_version"].dtype) == "Int64"
+
+
 def test_campaigns_dedupes_repeated_events_and_counts_notifications() -> None:
     rows = [
         # cmp-1 completed, reported twice: the later report wins.
