@@ -168,7 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--table", required=True, help="the events table (ingested first)")
     report.add_argument("--out", required=True, help="directory for executed notebooks and HTML")
     report.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help="notebook parameter, e.g. -p breakdown_key variables__plan")
+                        help="notebook parameter: start, end (UTC send days, YYYY-MM-DD; default: from the first "
+                             "item to the day before run_date), run_date (default: today, UTC), template, "
+                             "breakdown_key; e.g. -p breakdown_key variables__plan")
     report.set_defaults(run=_report)
 
     vacuum = commands.add_parser("vacuum", help="list (or --apply: delete) files left by loads that never committed")

@@ -69,7 +69,7 @@ PARAMETERS: Final[Mapping[str, str]] = {
     "table": "the events table; None: ingest source into a fresh temporary table (the report passes --table)",
     "start": "first UTC send day, YYYY-MM-DD; None: from the first item",
     "end": "last UTC send day, YYYY-MM-DD; None: the day before run_date",
-    "run_date": "the day the report is run for, YYYY-MM-DD (fixed in the committed notebooks)",
+    "run_date": "the day the report is run for, YYYY-MM-DD; the report's default: today (UTC)",
     "template": "template id(s) to keep, comma-separated; None: every template",
     "breakdown_key": "a variables__* or metadata__* column to break engagement down by",
 }
@@ -133,6 +133,8 @@ def run_report(
         ``end``, ``run_date``, ``template``, ``breakdown_key``. Values may be
         text, as the command line gives them; ``"None"``, ``"null"`` or ``""``
         mean None. Each notebook receives the parameters it declares.
+        ``run_date`` defaults to today (UTC), so a scheduled run reports up to
+        yesterday; the committed notebooks fix their own for reproducible outputs.
     notebooks_dir
         Folder holding the notebooks (default :data:`NOTEBOOKS_DIR`).
     timeout
@@ -191,6 +193,8 @@ def run_report(
     papermill = _import_papermill()
     declared = {path.name: set(papermill.inspect_notebook(str(path))) for path in inputs}
     values = _parameter_values(parameters, set().union(*declared.values()))
+    # Not the date fixed in the notebooks' parameters cell: a run reports on the day it runs.
+    values.setdefault("run_date", dt.datetime.now(dt.UTC).date().isoformat())
     _check_dates(values)
     if source is not None:
         from campaign_analytics.sources import find_files

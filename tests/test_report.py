@@ -162,6 +162,25 @@ def test_report_error_names_notebook_cell_and_error(tmp_path: Path) -> None:
     assert (out / "01_load_and_check.html").is_file()
 
 
+def test_a_run_without_run_date_reports_on_the_day_it_runs_not_on_the_notebooks_fixed_day(tmp_path: Path) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in report.NOTEBOOKS:
+        params = nbformat.v4.new_code_cell('source = None\ntable = None\nrun_date = "2026-11-09"')
+        params.metadata["tags"] = ["parameters"]
+        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("print(run_date)")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, notebooks / name)
+    before = dt.datetime.now(dt.UTC).date()
+    report.run_report(None, None, tmp_path / "out", notebooks_dir=notebooks)
+    after = dt.datetime.now(dt.UTC).date()
+    for name in report.NOTEBOOKS:
+        printed = nbformat.read(tmp_path / "out" / name, as_version=4).cells[-1].outputs[0]["text"].strip()
+        assert printed in {before.isoformat(), after.isoformat()}
+    report.run_report(None, None, tmp_path / "out", parameters={"run_date": "2026-11-10"}, notebooks_dir=notebooks)
+    assert nbformat.read(tmp_path / "out" / report.NOTEBOOKS[0], as_version=4).cells[-1].outputs[0]["text"].strip() == "2026-11-10"
+
+
 def test_a_failed_run_leaves_no_report_of_an_earlier_run_looking_current(tmp_path: Path) -> None:
     (tmp_path / "notebooks").mkdir()
     notebooks = _failing_notebooks(tmp_path / "notebooks")
