@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -91,6 +92,8 @@ CATEGORY_COLORS: Final[tuple[str, ...]] = (
 _MISSING_COLOR: Final = "#9E9E9E"
 _SINGLE_COLOR: Final = "#4C78A8"
 _MISSING_LABEL: Final = "(none)"
+_USER_COLUMN_PREFIXES: Final = ("variables__", "metadata__")
+_NUMBER_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 _CHANNEL_LABELS: Final[Mapping[str, str]] = MappingProxyType({"in_app": "In-app", "push": "Push"})
 _COLUMN_LABELS: Final[Mapping[str, str]] = MappingProxyType(
@@ -763,6 +766,8 @@ def percentile_bars(
     _apply_layout(fig, title=title, x_title=x_title, y_title=y_title, legend_title=legend_title)
     fig.update_layout(barmode="group")
     fig.update_yaxes(type="log" if log_y else "linear", rangemode="tozero" if not log_y else "normal")
+    if log_y:
+        _note_values_off_the_log_axis(fig, "bars")
     return fig
 
 
@@ -772,6 +777,7 @@ def trend(
     *,
     x: str = "send_date",
     color: str | None = None,
+    log_y: bool = False,
     title: str | None = None,
 ) -> go.Figure:
     """Lines of a rate or a time-to-delivery statistic over days.
@@ -792,6 +798,10 @@ def trend(
         Time column, usually ``send_date``.
     color
         Optional group column, one line per value.
+    log_y
+        Draw a time-to-delivery statistic on a log scale, so that channels
+        seconds apart and channels hours apart both show their changes. Points
+        at 0 seconds cannot be placed on it; the subtitle counts them.
     title
         Figure title; a plain-words default when omitted.
 
@@ -816,7 +826,11 @@ def trend(
     keys = _unique_keys([x, color])
     spec = _RATES.get(y)
     is_rate = spec is not None or y.endswith("_rate") or "_rate_of_" in y
+    if log_y and not y.startswith("ttd_"):
+        raise ParameterError(f"trend(log_y=True) is for time-to-delivery statistics (ttd_*), not {y!r}.")
     y_title = _value_title(y)
+    if log_y:
+        y_title = y_title.replace("(seconds)", "(seconds, log scale)")
     title = title or f"{_value_short_label(y)} by {_lower_first(_column_label(x))}" + (
         f" and {_lower_first(_column_label(color))}" if color and color != x else ""
     )
@@ -896,6 +910,9 @@ def trend(
     fig.update_layout(showlegend=color is not None and color != x)
     if is_rate:
         fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    elif log_y:
+        fig.update_yaxes(type="log")
+        _note_values_off_the_log_axis(fig, "points")
     else:
         fig.update_yaxes(rangemode="tozero")
     return fig
@@ -932,13 +949,27 @@ def _normalize(value: object) -> Hashable:
     return value  # type: ignore[return-value]
 
 
+def _as_number(value: Hashable) -> float | None:
+    """A number, or text that is one (user columns are text: "10" sorts after "9"); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return None
+
+
 def _sorted_values(values: Iterable[Hashable]) -> list[Hashable]:
     unique = list(dict.fromkeys(values))
     present = [value for value in unique if value is not None]
-    try:
-        ordered = sorted(present)  # type: ignore[type-var]
-    except TypeError:
-        ordered = sorted(present, key=str)
+    if present and all(_as_number(value) is not None for value in present):
+        ordered = sorted(present, key=lambda value: (_as_number(value), str(value)))
+    else:
+        try:
+            ordered = sorted(present)  # type: ignore[type-var]
+        except TypeError:
+            ordered = sorted(present, key=str)
     return ordered + ([None] if len(present) < len(unique) else [])
 
 
@@ -1120,6 +1151,9 @@ def _no_data_figure(title: str, x_title: str, y_title: str) -> go.Figure:
 def _column_label(column: str | None) -> str:
     if column is None:
         return ""
+    if column.startswith(_USER_COLUMN_PREFIXES):
+        # A user's key is a name of theirs: kept as written, with its path shown as dots.
+        return column.replace("__", ".")
     return _COLUMN_LABELS.get(column, column.replace("_", " ").strip().capitalize())
 
 
@@ -1245,6 +1279,16 @@ def _percentile_hover(
         f"{_point_heading(x_category, series_category)}<br>{short}: {_format_seconds(_float(value))}"
         f"<br>from {_format_count(row['ttd_n'])} delivered items"
     )
+
+
+def _note_values_off_the_log_axis(fig: go.Figure, what: str) -> None:
+    """Say in the subtitle how many drawn values are 0 seconds or less: a log axis has no place for them."""
+    off = sum(int(np.sum(np.asarray(trace.y, dtype=float) <= 0)) for trace in fig.data if trace.y is not None and trace.hoverinfo != "skip")
+    if off:
+        fig.update_layout(
+            title_subtitle_text=f"Not placeable on the log axis: {off:,} {what if off > 1 else what.removesuffix('s')} "
+            "at 0 seconds (delivered within the second of sending)"
+        )
 
 
 def _not_on_log_axis_note(hidden: Sequence[tuple[str, int]]) -> str:

@@ -393,6 +393,48 @@ def test_trend_of_percentiles_without_band(daily: pd.DataFrame) -> None:
     assert "from 1,020 delivered items" in fig.data[0].hovertext[1]
 
 
+def test_trend_of_percentiles_on_a_log_axis_counts_the_points_it_cannot_place() -> None:
+    frame = pd.DataFrame(
+        {
+            "send_date": pd.to_datetime(["2024-05-01", "2024-05-02"] * 2),
+            "channel_type": ["in_app", "in_app", "push", "push"],
+            "ttd_n": [950, 1_020, 40, 38],
+            "ttd_p90": [3_300.0, 4_400.0, 0.0, 8.0],
+        }
+    )
+    flat = trend(frame, "ttd_p90", color="channel_type")
+    assert flat.layout.yaxis.type in (None, "linear")
+    fig = trend(frame, "ttd_p90", color="channel_type", log_y=True)
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.yaxis.title.text == "Time to delivery, 90th percentile (p90) (seconds, log scale)"
+    assert fig.layout.title.subtitle.text.startswith("Not placeable on the log axis: 1 point at 0 seconds")
+    assert not trend(frame[frame["ttd_p90"] > 0], "ttd_p90", color="channel_type", log_y=True).layout.title.subtitle.text
+    with pytest.raises(ParameterError, match="log_y"):
+        trend(frame.assign(read_rate=0.5), "read_rate", log_y=True)
+
+
+def test_percentile_bars_on_a_log_axis_count_the_bars_they_cannot_place(ttd: pd.DataFrame) -> None:
+    zero = ttd.assign(ttd_p50=ttd["ttd_p50"].where(ttd["channel_type"] != "push", 0.0))
+    assert percentile_bars(zero, color="channel_type", log_y=True).layout.title.subtitle.text.startswith(
+        "Not placeable on the log axis: 2 bars at 0 seconds"
+    )
+    assert not percentile_bars(zero, color="channel_type").layout.title.subtitle.text
+
+
+def test_numbers_held_as_text_sort_as_numbers_and_user_keys_keep_their_names() -> None:
+    frame = _engagement(
+        {"variables__trialDays": ["10", "2", "1", None]},
+        {"sent": [100, 100, 100, 100], "delivered": [90, 90, 90, 90], "read": [9, 8, 7, 6],
+         "interacted": [1, 1, 1, 1], "clicked": [0, 0, 0, 0]},
+    )
+    fig = rate_bars(frame, "read_rate", x="variables__trialDays")
+    assert list(fig.data[0].x) == ["1", "2", "10", "(none)"]
+    assert fig.layout.xaxis.title.text == "variables.trialDays"
+    # Text that is not all numbers keeps the plain order.
+    mixed = frame.assign(variables__trialDays=["10", "b", "a", None])
+    assert list(rate_bars(mixed, "read_rate", x="variables__trialDays").data[0].x) == ["10", "a", "b", "(none)"]
+
+
 # ---------------------------------------------------------------------------
 # conventions shared by every chart
 
