@@ -751,8 +751,20 @@ def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:
         elif column in keys and dtype.is_date():
             frame[column] = pd.to_datetime(frame[column])
     if keys:
-        frame = frame.sort_values(keys, na_position="last", kind="stable", ignore_index=True)
+        frame = frame.sort_values(keys, key=_in_value_order, na_position="last", kind="stable", ignore_index=True)
     return frame
+
+
+_NUMBER_TEXT: Final[str] = r"^\s*-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$"
+
+
+def _in_value_order(values: pd.Series) -> pd.Series:
+    """Sort key of a group column: user columns are text, so "10" would sort before "9"; numbers sort as numbers."""
+    if values.dtype.kind in "OU" or isinstance(values.dtype, pd.StringDtype):
+        present = values.dropna()
+        if len(present) and present.map(lambda v: isinstance(v, str)).all() and present.str.match(_NUMBER_TEXT).all():
+            return pd.to_numeric(values)
+    return values
 
 
 def _as_list(value: object, size: int) -> list[float]:

@@ -356,6 +356,16 @@ def test_compare_versions_rejects_bad_arguments() -> None:
         compare_versions(frame, by="version")
 
 
+def test_groups_of_a_user_column_holding_numbers_come_in_number_order() -> None:
+    days = ["10", "2", "1", None, "0.5"]
+    frame = items_frame(len(days), variables__trialDays=pd.array(days, dtype="string"))
+    result = engagement(frame, by="variables__trialDays")
+    assert result["variables__trialDays"].tolist()[:4] == ["0.5", "1", "2", "10"]
+    assert pd.isna(result["variables__trialDays"].iloc[4])
+    words = engagement(items_frame(3, variables__plan=pd.array(["b", "10", "a"], dtype="string")), by="variables__plan")
+    assert words["variables__plan"].tolist() == ["10", "a", "b"]
+
+
 # ------------------------------------------------------------------ campaigns
 
 
