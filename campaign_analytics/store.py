@@ -340,19 +340,7 @@ class _PartitionWriter:
     def _close(self, key: str | None) -> None:
         writer, relative, _, rows = self._open.pop(key)
         writer.close()
-        target = os.path.join(self.root, relative)
-        with open(target, "rb") as handle:
-            os.fsync(handle.fileno())
-        self.adds.append(
-            AddAction(
-                path=relative,
-                size=os.path.getsize(target),
-                partition_values={self.partition: key} if self.partition else {},
-                modification_time=int(time.time() * 1000),
-                data_change=True,
-                stats=json.dumps({"numRecords": rows}),
-            )
-        )
+        self.adds.append(_added_file(self.root, relative, {self.partition: key} if self.partition else {}, rows))
 
     def close(self) -> list[AddAction]:
         for key in list(self._open):
@@ -369,6 +357,21 @@ class _PartitionWriter:
             except OSError:
                 pass
         self.adds = []
+
+
+def _added_file(root: str, relative: str, partition_values: Mapping[str, str | None], rows: int) -> AddAction:
+    """The commit entry of a Parquet file this load wrote, once its bytes are on disk."""
+    target = os.path.join(root, relative)
+    with open(target, "rb") as handle:
+        os.fsync(handle.fileno())
+    return AddAction(
+        path=relative,
+        size=os.path.getsize(target),
+        partition_values=dict(partition_values),
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=json.dumps({"numRecords": rows}),
+    )
 
 
 def _partition_parts(table: pa.Table, column: str) -> Iterator[tuple[Any, pa.Table]]:
@@ -593,27 +596,17 @@ def _renamed_columns(uri: str, adds: list[AddAction], renames: Mapping[str, str]
     kept: list[AddAction] = []
     for add in adds:
         path = os.path.join(uri, add.path)
-        source = pq.ParquetFile(path)
-        names = source.schema_arrow.names
-        if not renames.keys() & set(names):
-            kept.append(add)
-            continue
-        schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in source.schema_arrow])
-        new_path = add.path.replace(".parquet", "-c.parquet")
-        with pq.ParquetWriter(os.path.join(uri, new_path), schema, compression=_PARQUET_COMPRESSION) as writer:
-            for batch in source.iter_batches():
-                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-        source.close()
-        kept.append(
-            AddAction(
-                path=new_path,
-                size=os.path.getsize(os.path.join(uri, new_path)),
-                partition_values=add.partition_values,
-                modification_time=int(time.time() * 1000),
-                data_change=True,
-                stats=add.stats,
-            )
-        )
+        with contextlib.closing(pq.ParquetFile(path)) as source:
+            if not renames.keys() & set(source.schema_arrow.names):
+                kept.append(add)
+                continue
+            schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in source.schema_arrow])
+            new_path = add.path.replace(".parquet", "-c.parquet")
+            with pq.ParquetWriter(os.path.join(uri, new_path), schema, compression=_PARQUET_COMPRESSION) as writer:
+                for batch in source.iter_batches():
+                    writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+            rows = source.metadata.num_rows
+        kept.append(_added_file(uri, new_path, add.partition_values, rows))
         os.remove(path)
     return kept
 
@@ -652,16 +645,7 @@ def _drop_concurrent_duplicates(
         if remaining.num_rows:
             new_path = add.path.replace(".parquet", "-r.parquet")
             pq.write_table(remaining, os.path.join(uri, new_path), compression=_PARQUET_COMPRESSION)
-            kept.append(
-                AddAction(
-                    path=new_path,
-                    size=os.path.getsize(os.path.join(uri, new_path)),
-                    partition_values=add.partition_values,
-                    modification_time=int(time.time() * 1000),
-                    data_change=True,
-                    stats=json.dumps({"numRecords": remaining.num_rows}),
-                )
-            )
+            kept.append(_added_file(uri, new_path, add.partition_values, remaining.num_rows))
         os.remove(path)
     return kept
 
