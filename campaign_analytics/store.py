@@ -45,6 +45,7 @@ from .flatten import (
     PROVENANCE_COLUMNS,
     QUARANTINE_SCHEMA,
     RAW_JSON_COLUMNS,
+    USER_PREFIXES,
     FlatBatch,
     FlattenLimits,
     UserColumns,
@@ -1058,11 +1059,11 @@ def _reason_key(reason: str) -> str:
 
 
 def _table_schema(existing: list[str], seen: dict[str, pa.Field]) -> pa.Schema:
-    """The table's columns after this load: core, user columns (sorted), raw JSON, provenance."""
+    """The table's columns after this load: core, user columns (variables, then metadata), raw JSON, provenance."""
     full = {f.name: f for f in CORE_SCHEMA}
     full.update({f.name: f for f in RAW_JSON_COLUMNS})
     full.update({f.name: f for f in PROVENANCE_COLUMNS})
-    user = sorted(set(n for n in seen if n not in full) | set(n for n in existing if n not in full))
+    user = sorted(set(n for n in seen if n not in full) | set(n for n in existing if n not in full), key=_user_column_order)
     return pa.schema(
         [full[n] for n in _FIXED_HEAD] + [pa.field(n, pa.string()) for n in user] + [full[n] for n in _FIXED_TAIL]
     )
@@ -1243,9 +1244,15 @@ def read_events(
     return _to_pandas(arrow)
 
 
+def _user_column_order(name: str) -> tuple[int, str]:
+    """The contract's order of user columns: every variables__* column, then every metadata__* one, each by name."""
+    prefix = name.split("__", 1)[0]
+    return (USER_PREFIXES.index(prefix) if prefix in USER_PREFIXES else len(USER_PREFIXES), name)
+
+
 def _ordered(names: Sequence[str]) -> list[str]:
     fixed = set(_FIXED_HEAD) | set(_FIXED_TAIL)
-    user = sorted(n for n in names if n not in fixed)
+    user = sorted((n for n in names if n not in fixed), key=_user_column_order)
     present = set(names)
     return [n for n in _FIXED_HEAD if n in present] + user + [n for n in _FIXED_TAIL if n in present]
 

@@ -518,6 +518,17 @@ def test_read_events_types_user_columns(tmp_path, table):
     assert pd.isna(frame.loc["f1", "variables__sparse"]) and pd.isna(frame.loc["f2", "variables__sparse"])
 
 
+def test_user_columns_come_variables_first_then_metadata_as_the_contract_lists_them(tmp_path, table):
+    from deltalake import DeltaTable
+
+    record = make_event(variables={"zeta": 1, "alpha": 2}, metadata={"beta": 3, "aardvark": 4})
+    ca.ingest(str(write_payload(tmp_path / "in.ndjson", [record])), table)
+    expected = ["variables__alpha", "variables__zeta", "metadata__aardvark", "metadata__beta"]
+    assert [c for c in ca.read_events(table).columns if "__" in c] == expected
+    assert [c for c in DeltaTable(table).schema().to_arrow().names if "__" in c] == expected
+    assert [c for c in ca.load(str(tmp_path / "in.ndjson")).columns if "__" in c] == expected
+
+
 def test_read_events_never_loses_digits_of_big_numbers(tmp_path, table):
     rows = [{"order": 12345678901234567890, "near": 9007199254740993, "ok": 123456789012345, "mix": 12345678901234567},
             {"order": 1, "near": 2, "ok": 0.5, "mix": 0.5}]
