@@ -147,7 +147,8 @@ class SimulationTruth:
     quirks : dict[str, int]
         How often each quirk occurs, e.g. ``delivered_on_read``, ``lost_events``,
         ``cross_file_duplicates``, ``reordered_duplicates``,
-        ``numeric_string_versions``, ``engaged_at_interactions``.
+        ``numeric_string_versions``, ``engaged_at_interactions``,
+        ``delivered_with_engaged_at``.
 
     Notes
     -----
@@ -410,6 +411,7 @@ def simulate(
     out_of_order_rate: float = 0.03,
     mark_read_rate: float = 0.1,
     engaged_at_share: float = 0.3,
+    delivered_engaged_share: float = 0.2,
     numeric_string_version_rate: float = 0.05,
     explicit_null_rate: float = 0.5,
     push_unreported_rate: float = 0.07,
@@ -452,6 +454,10 @@ def simulate(
         event with ``status: "read"`` and ``deliveredAt == readAt``).
     engaged_at_share : float, default 0.3
         Share of interacted feed items reporting ``engagedAt`` + ``topic``.
+    delivered_engaged_share : float, default 0.2
+        Share of feed delivered events that also carry an ``engagedAt``
+        earlier than their ``deliveredAt``, as CometChat's documented example
+        does. It is not an interaction, and the truth does not count it as one.
     numeric_string_version_rate : float, default 0.05
         Share of events whose ``templateVersion`` is a numeric string.
     explicit_null_rate : float, default 0.5
@@ -507,6 +513,7 @@ def simulate(
         ("out_of_order_rate", out_of_order_rate),
         ("mark_read_rate", mark_read_rate),
         ("engaged_at_share", engaged_at_share),
+        ("delivered_engaged_share", delivered_engaged_share),
         ("numeric_string_version_rate", numeric_string_version_rate),
         ("explicit_null_rate", explicit_null_rate),
         ("push_unreported_rate", push_unreported_rate),
@@ -526,7 +533,7 @@ def simulate(
     world = _World(rng, int(items), window_start, int(days), app_id, region)
     world.build_notifications()
     world.build_items(mark_read_rate, engaged_at_share, push_unreported_rate)
-    world.build_events(loss_rate, explicit_null_rate, numeric_string_version_rate)
+    world.build_events(loss_rate, explicit_null_rate, numeric_string_version_rate, delivered_engaged_share)
     world.build_records(
         duplicate_rate, cross_file_duplicate_share, reorder_keys_share, out_of_order_rate, int(other_triggers)
     )
@@ -775,7 +782,9 @@ class _World:
         head["metadata"] = metadata
         return head
 
-    def build_events(self, loss_rate: float, explicit_null_rate: float, string_version_rate: float) -> None:
+    def build_events(
+        self, loss_rate: float, explicit_null_rate: float, string_version_rate: float, delivered_engaged_share: float
+    ) -> None:
         """Every unique event: (trigger, data, event time, item index, stage order)."""
         rng, n = self.rng, self.n
         events: list[_Event] = []
@@ -784,6 +793,9 @@ class _World:
         # Per item and event slot j (at most 7 events): loss draw j, version draw 8 + j, null draw 16 + j.
         draws = rng.random((n, 24))
         topics = rng.integers(0, len(_TOPICS), size=(n, 4))
+        # From a generator of their own, so that a seed gives the same stream as before they existed.
+        engaged_draws = rng.spawn(1)[0].random((n, 2))
+        delivered_engaged = 0
         for i in range(n):
             head = self._item_head(i)
             feed = self.channel[i] == _FEED
@@ -849,6 +861,9 @@ class _World:
                 if stage == _INTERACTED and self.engaged_mode[i]:
                     data["engagedAt"] = moment
                     data["topic"] = _TOPICS[topics[i, k % 4]]
+                if feed and status == "delivered" and dlv > sent and engaged_draws[i, 0] < delivered_engaged_share:
+                    data["engagedAt"] = sent + int(engaged_draws[i, 1] * (dlv - sent))  # before deliveredAt
+                    delivered_engaged += 1
                 if feed:
                     data["realtimeFanout"] = ["websocket"]
                     if stage == _SENT:
@@ -866,6 +881,7 @@ class _World:
                 events.append((_ITEM_TRIGGERS[(int(self.channel[i]), stage)], data, moment, i, j))
         self.quirks["lost_events"] = lost
         self.quirks["explicit_nulls"] = explicit_nulls
+        self.quirks["delivered_with_engaged_at"] = delivered_engaged
         events.extend(self._notification_and_campaign_events(string_version_rate))
         self.events = events
         self.quirks["numeric_string_versions"] = sum(

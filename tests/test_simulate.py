@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from campaign_analytics import ingest, items
 from campaign_analytics.errors import ParameterError
 from campaign_analytics.simulate import SimulationTruth, simulate
 from campaign_analytics.triggers import TRIGGERS
@@ -327,6 +328,24 @@ def test_lost_stage_events_are_carried_by_later_events(world: tuple[SimulationTr
         (*item, stage) not in own_events for item, stages in carried.items() for stage in stages
     )
     assert lost == truth.quirks["lost_events"] > 0
+
+
+def test_some_delivered_events_carry_an_earlier_engaged_at_that_is_no_interaction(
+    world: tuple[SimulationTruth, Parsed], tmp_path: Path
+) -> None:
+    truth, parsed = world
+    delivered = [e["data"] for e in parsed.events.values() if e["trigger"] == "after_feed_item_delivered"]
+    engaged = [d for d in delivered if "engagedAt" in d]
+    assert len(engaged) == truth.quirks["delivered_with_engaged_at"] > 0
+    assert all(d["sentAt"] <= d["engagedAt"] < d["deliveredAt"] and d["status"] == "delivered" for d in engaged)
+    # The loader and items() do not take it for an interaction: the truth's interactions stand.
+    every = simulate(tmp_path / "raw", items=300, seed=5, delivered_engaged_share=1.0)
+    assert every.quirks["delivered_with_engaged_at"] > 0
+    ingest(tmp_path / "raw", tmp_path / "events", progress=False)
+    got = items(tmp_path / "events").to_pandas().set_index("item_id").sort_index()
+    want = every.items.set_index("item_id").sort_index()
+    assert got["interaction_count"].tolist() == want["interactions"].tolist()
+    assert got["interacted_at"].isna().tolist() == want["interacted_at"].isna().tolist()
 
 
 def test_payload_shapes(world: tuple[SimulationTruth, Parsed]) -> None:
