@@ -739,16 +739,16 @@ def percentile_bars(
         legend_title = "Percentile"
     else:
         # Every trace carries every (x, percentile) slot, so the two-level axis keeps the sorted order.
-        for series_category, points in _series_by_color(rows, keys, x_categories, color, x):
+        for series_category, slots in _series_by_color(rows, keys, x_categories, color, x):
             assert series_category is not None
-            outer = [x_category.label for x_category, _ in points for _ in _PERCENTILES]
-            inner = [short for _ in points for _, short in _PERCENTILES]
+            outer = [x_category.label for x_category, _ in slots for _ in _PERCENTILES]
+            inner = [short for _ in slots for _, short in _PERCENTILES]
             values = [
-                _float(row[column]) if row is not None else math.nan for _, row in points for column, _ in _PERCENTILES
+                _float(row[column]) if row is not None else math.nan for _, row in slots for column, _ in _PERCENTILES
             ]
             hover = [
                 _percentile_hover(x_category, series_category, short, row[column], row) if row is not None else ""
-                for x_category, row in points
+                for x_category, row in slots
                 for column, short in _PERCENTILES
             ]
             fig.add_trace(
@@ -1063,7 +1063,7 @@ def _series_by_color(
     """Rows per colour value, each aligned to the sorted x categories (None where absent)."""
     if color is None or color == x:
         return [(None, [(category, rows.get((category.value,))) for category in x_categories])]
-    series = []
+    series: list[tuple[_Category | None, list[tuple[_Category, dict[str, Any] | None]]]] = []
     for color_category in _categories_of_keys(rows, keys, 1):
         points = [(category, rows.get((category.value, color_category.value))) for category in x_categories]
         series.append((color_category, points))

@@ -617,7 +617,7 @@ def _set_up(con: duckdb.DuckDBPyConnection) -> None:
     for statement in _MACROS:
         con.execute(statement)
     if not con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = '_canonical_json'").fetchall()[0][0]:
-        con.create_function("_canonical_json", _canonical_json, ["VARCHAR"], "VARCHAR", type="arrow")
+        con.create_function("_canonical_json", _canonical_json, ["VARCHAR"], "VARCHAR", type="arrow")  # type: ignore[call-overload]  # DuckDB's stubs take no Arrow-typed Python function
 
 
 def _canonical_json(texts: pa.Array) -> pa.Array:

@@ -770,7 +770,7 @@ def _in_value_order(values: pd.Series) -> pd.Series:
 def _as_list(value: object, size: int) -> list[float]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return [np.nan] * size
-    values = [np.nan if v is None else float(v) for v in value]  # type: ignore[union-attr]
+    values = [np.nan if v is None else float(v) for v in value]  # type: ignore[attr-defined]  # a list from the engine
     return values if len(values) == size else [np.nan] * size
 
 

@@ -1052,8 +1052,9 @@ class _World:
             at = int(rng.integers(self.start, self.end))
             sender, receiver = rng.integers(0, 5000, size=2).tolist()
             message_id = str(int(rng.integers(10**6, 10**7)))
+            foreign: dict[str, Any]
             if trigger == "after_message":
-                data: dict[str, Any] = {
+                foreign = {
                     "message": {
                         "id": message_id,
                         "conversationId": f"uid-{sender:05d}_user_uid-{receiver:05d}",
@@ -1067,12 +1068,12 @@ class _World:
                     }
                 }
             else:
-                data = {
+                foreign = {
                     "reaction": {
                         "messageId": message_id, "reaction": "👍", "uid": f"uid-{sender:05d}", "reactedAt": at
                     }
                 }
-            bodies.append(orjson.dumps({"trigger": trigger, **envelope_base, "data": data}))
+            bodies.append(orjson.dumps({"trigger": trigger, **envelope_base, "data": foreign}))
             record_event.append(-1)
             record_arrival.append(at)
             record_copy.append(0)

@@ -318,22 +318,22 @@ def read_chunks(
         stream = _Blocks(gzip.GzipFile(fileobj=source, mode="rb") if is_gzip else source)
         reader = _read_lines if _is_line_format(file.path) else _read_document
         line, unfinished = yield from reader(file.path, stream, chunk_records, max_record_bytes)
-        error = stream.error
-        if error is None and digest is not None:
-            error = _drain(source)  # whatever the reader left (a gzip trailer), so the hash is whole
-        if error is None and stream.cut_short is None:
+        failure = stream.error
+        if failure is None and digest is not None:
+            failure = _drain(source)  # whatever the reader left (a gzip trailer), so the hash is whole
+        if failure is None and stream.cut_short is None:
             return
-        if error is None:
+        if failure is None:
             reason = f"{stream.cut_short}; the records before this point were loaded"
             raise PartialRead(file.path, line, unfinished[:OVERSIZE_PREVIEW_BYTES], reason, hashed=digest is not None)
         if not counting.bytes_read:
-            raise _unreadable(file.path, error) from error
+            raise _unreadable(file.path, failure) from failure
         hashed = digest is not None and _drain(source) is None
-        if is_gzip and isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
-            reason = f"corrupt or truncated gzip: {error}; the records before this point were loaded"
+        if is_gzip and isinstance(failure, (EOFError, zlib.error, gzip.BadGzipFile)):
+            reason = f"corrupt or truncated gzip: {failure}; the records before this point were loaded"
         else:
-            reason = f"read error: {error}; the records before this point were loaded"
-        raise PartialRead(file.path, line, unfinished[:OVERSIZE_PREVIEW_BYTES], reason, hashed=hashed) from error
+            reason = f"read error: {failure}; the records before this point were loaded"
+        raise PartialRead(file.path, line, unfinished[:OVERSIZE_PREVIEW_BYTES], reason, hashed=hashed) from failure
 
 
 def _open(path: str) -> io.FileIO:

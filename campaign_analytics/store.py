@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Field, Schema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
 
 from .errors import ParameterError, TableError
 from .flatten import (
@@ -559,12 +559,14 @@ def _commit(
         try:
             table.update_incremental()
             have = set(table.schema().to_arrow().names)
-            missing = [f for f in schema if f.name not in have]
+            missing = [schema.field(name) for name in schema.names if name not in have]
             if missing:
-                table.alter.add_columns([Field.from_arrow(f) for f in _delta_schema(pa.schema(missing)).to_arrow()])
+                added = pa.schema(_delta_schema(pa.schema(missing)).to_arrow())  # deltalake >= 1.0 gives an arro3 schema
+                table.alter.add_columns([Field.from_arrow(f) for f in added])
                 table.update_incremental()
+            actions: list[AddAction | RemoveAction] = list(adds)
             table.create_write_transaction(
-                adds, mode="append", schema=table.schema(), partition_by=partition_by or None, commit_properties=properties
+                actions, mode="append", schema=table.schema(), partition_by=partition_by or None, commit_properties=properties
             )
             return table
         except CommitFailedError:
@@ -619,7 +621,7 @@ def _drop_concurrent_duplicates(
     current = _open_table(uri, must_exist=False)
     if current is None or not adds:
         return adds
-    days = sorted({a.partition_values[PARTITION_COLUMN] for a in adds})
+    days = sorted({day for a in adds if (day := a.partition_values[PARTITION_COLUMN]) is not None})
     newer = sorted(set(data_files(current, [(PARTITION_COLUMN, "in", days)])) - start_files)
     if not newer:
         return adds
@@ -1556,10 +1558,10 @@ def vacuum(table: PathLike, *, dry_run: bool = True, min_age_hours: float = 1.0)
             for relative in found:
                 os.remove(os.path.join(uri, relative))
         return sorted(found)
-    for root, prefix in ((delta, ""), (_open_quarantine(os.path.join(uri, QUARANTINE_DIR)), QUARANTINE_DIR + "/")):
-        if root is None:
+    for log, prefix in ((delta, ""), (_open_quarantine(os.path.join(uri, QUARANTINE_DIR)), QUARANTINE_DIR + "/")):
+        if log is None:
             continue
-        for relative in root.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True):
+        for relative in log.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True):
             path = os.path.join(uri, prefix + relative)
             if os.path.isfile(path) and os.path.getmtime(path) <= cutoff:
                 found.append(prefix + relative)
