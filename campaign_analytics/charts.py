@@ -826,8 +826,8 @@ def trend(
     keys = _unique_keys([x, color])
     spec = _RATES.get(y)
     is_rate = spec is not None or y.endswith("_rate") or "_rate_of_" in y
-    if log_y and not y.startswith("ttd_"):
-        raise ParameterError(f"trend(log_y=True) is for time-to-delivery statistics (ttd_*), not {y!r}.")
+    if log_y and (not y.startswith("ttd_") or y == "ttd_n"):
+        raise ParameterError(f"trend(log_y=True) is for time-to-delivery statistics (ttd_mean, ttd_p50, ...), not {y!r}.")
     y_title = _value_title(y)
     if log_y:
         y_title = y_title.replace("(seconds)", "(seconds, log scale)")
@@ -955,7 +955,7 @@ def _as_number(value: Hashable) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):  # a JSON number: no spaces around it
         return float(value)
     return None
 
@@ -1287,7 +1287,7 @@ def _note_values_off_the_log_axis(fig: go.Figure, what: str) -> None:
     if off:
         fig.update_layout(
             title_subtitle_text=f"Not placeable on the log axis: {off:,} {what if off > 1 else what.removesuffix('s')} "
-            "at 0 seconds (delivered within the second of sending)"
+            "at 0 seconds or less (delivered within the second of sending, or timestamps that disagree)"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -436,9 +437,7 @@ def compare_versions(
         frame[column] = frame[column].astype("float64")
     frame["chi2_dof"] = frame["chi2_dof"].astype("Int64")
     frame["verdict"] = frame["verdict"].astype("str")
-    return frame.sort_values(
-        [*within_columns, "version_a", "version_b"], na_position="last", kind="stable", ignore_index=True
-    )
+    return _in_value_order(frame, [*within_columns, "version_a", "version_b"])
 
 
 def campaigns(source: str | Path | pd.DataFrame | ibis.Table) -> pd.DataFrame:
@@ -750,21 +749,40 @@ def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:
             frame[column] = frame[column].astype(pd.Int64Dtype())
         elif column in keys and dtype.is_date():
             frame[column] = pd.to_datetime(frame[column])
-    if keys:
-        frame = frame.sort_values(keys, key=_in_value_order, na_position="last", kind="stable", ignore_index=True)
-    return frame
+    return _in_value_order(frame, keys) if keys else frame
 
 
-_NUMBER_TEXT: Final[str] = r"^\s*-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$"
+# A JSON number, as a user column holds it (no spaces: text around a number makes it text).
+_NUMBER_TEXT: Final[str] = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 
 
-def _in_value_order(values: pd.Series) -> pd.Series:
-    """Sort key of a group column: user columns are text, so "10" would sort before "9"; numbers sort as numbers."""
+def _in_value_order(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows sorted by ``keys``, missing values last; a column of numbers held as text ("10", "9") by number.
+
+    Sorted by text first, so numbers that are equal ("1.0", "1e0") keep one order whatever the engine's.
+    """
+    by_text = frame.sort_values(keys, na_position="last", kind="stable", ignore_index=True)
+    return by_text.sort_values(keys, key=_number_key, na_position="last", kind="stable", ignore_index=True)
+
+
+def _number_key(values: pd.Series) -> pd.Series:
     if values.dtype.kind in "OU" or isinstance(values.dtype, pd.StringDtype):
         present = values.dropna()
-        if len(present) and present.map(lambda v: isinstance(v, str)).all() and present.str.match(_NUMBER_TEXT).all():
+        if len(present) and present.map(lambda v: isinstance(v, str)).all() and present.str.fullmatch(_NUMBER_TEXT).all():
             return pd.to_numeric(values)
     return values
+
+
+def _number_or_text_order(values: Sequence[object]) -> list[int]:
+    """Positions of ``values`` in order: by number when every one is a number or number text, else as they compare."""
+    def is_number(value: object) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) or (
+            isinstance(value, str) and re.fullmatch(_NUMBER_TEXT, value) is not None
+        )
+
+    if values and all(is_number(v) for v in values):
+        return sorted(range(len(values)), key=lambda i: (float(values[i]), str(values[i])))  # type: ignore[arg-type]
+    return sorted(range(len(values)), key=lambda i: values[i])  # type: ignore[arg-type,return-value]
 
 
 def _as_list(value: object, size: int) -> list[float]:
@@ -781,7 +799,7 @@ def _compare_group(
     versions: list[object], successes: np.ndarray, trials: np.ndarray, alpha: float
 ) -> list[list[object]]:
     """Rows (without the within key) for every pair of versions of one group."""
-    order = sorted(range(len(versions)), key=lambda i: versions[i])  # type: ignore[arg-type,return-value]
+    order = _number_or_text_order(versions)
     versions = [versions[i] for i in order]
     successes = successes[order]
     trials = trials[order]

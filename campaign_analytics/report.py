@@ -194,7 +194,8 @@ def run_report(
     declared = {path.name: set(papermill.inspect_notebook(str(path))) for path in inputs}
     values = _parameter_values(parameters, set().union(*declared.values()))
     # Not the date fixed in the notebooks' parameters cell: a run reports on the day it runs.
-    values.setdefault("run_date", dt.datetime.now(dt.UTC).date().isoformat())
+    if values.get("run_date") is None:
+        values["run_date"] = dt.datetime.now(dt.UTC).date().isoformat()
     _check_dates(values)
     if source is not None:
         from campaign_analytics.sources import find_files
@@ -259,10 +260,8 @@ def _parameter_values(parameters: Mapping[str, Any] | None, declared: set[str]) 
 
 
 def _check_dates(values: Mapping[str, Any]) -> None:
-    """Read the date parameters now, so a typo fails before any notebook runs."""
-    days = {name: _as_date(values.get(name), name) for name in ("start", "end", "run_date")}
-    if days["start"] is not None and days["end"] is not None and days["start"] > days["end"]:
-        raise ParameterError(f"start {days['start']} is after end {days['end']}: the date range is empty")
+    """Read the date parameters now, so a typo or an empty range fails before any notebook runs."""
+    report_window(values.get("start"), values.get("end"), values.get("run_date"))
 
 
 def _execute(

@@ -793,7 +793,8 @@ class _World:
         # Per item and event slot j (at most 7 events): loss draw j, version draw 8 + j, null draw 16 + j.
         draws = rng.random((n, 24))
         topics = rng.integers(0, len(_TOPICS), size=(n, 4))
-        # From a generator of their own, so that a seed gives the same stream as before they existed.
+        # From a generator of their own, so the items, their events and the truth of a seed stay as they were
+        # without them (with delivered_engaged_share=0 the whole stream does).
         engaged_draws = rng.spawn(1)[0].random((n, 2))
         delivered_engaged = 0
         for i in range(n):

@@ -96,6 +96,7 @@ _MEMORY_LIMIT_BYTES: Final[int] = 512 * 1000**2
 _ALONE_MEMORY_PER_RECORD_BYTE: Final[int] = 128
 _ALONE: Final[threading.Lock] = threading.Lock()
 _SIZE_UNITS: Final[dict[str, int]] = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_URL_SYNTAX: Final[frozenset[str]] = frozenset("%#?\\")
 _FIXED_HEAD: Final[list[str]] = CORE_SCHEMA.names
 _FIXED_TAIL: Final[list[str]] = RAW_JSON_COLUMNS.names + PROVENANCE_COLUMNS.names
 
@@ -203,10 +204,14 @@ def _table_uri(table: PathLike) -> str:
     if not isinstance(table, (str, os.PathLike)):
         raise ParameterError(f"The table must be a folder path (str or os.PathLike), not {type(table).__name__} {table!r}.")
     path = os.path.abspath(os.fspath(table))
-    for char, why in (("%", "reads it as a URL escape"), ("\\", "reads it as a folder separator")):
-        # Delta Lake reads a local path as a URL: "%41" or "a\\b" would name another folder than the one given.
-        if char in path:
-            raise TableError(f"A table path cannot hold {char!r} (Delta Lake {why}): {path!r}. Choose another path.")
+    # Delta Lake reads a local path as a URL: "%41" or "a\\b" would name another folder, and after "#" or "?"
+    # it finds no commit history (the ledger); control characters fail its commits.
+    refused = sorted({char for char in path if char in _URL_SYNTAX or ord(char) < 0x20 or ord(char) == 0x7F})
+    if refused:
+        raise TableError(
+            f"A table path cannot hold {', '.join(map(repr, refused))}: Delta Lake reads the path as a URL. "
+            f"Choose another path than {path!r}."
+        )
     return path
 
 
@@ -221,7 +226,7 @@ def _load_options(limits: FlattenLimits | None, batch_records: int) -> FlattenLi
         raise ParameterError(
             f"limits must be a FlattenLimits, not {type(limits).__name__}: e.g. limits=FlattenLimits(max_depth=4)."
         )
-    if isinstance(batch_records, bool) or not isinstance(batch_records, int) or batch_records < 1:
+    if isinstance(batch_records, bool) or not isinstance(batch_records, (int, np.integer)) or batch_records < 1:
         raise ParameterError(f"batch_records must be a whole number of records, at least 1, not {batch_records!r}.")
     return limits or FlattenLimits()
 
@@ -1165,12 +1170,10 @@ def _as_utc(value: object, *, name: str, end: bool) -> dt.datetime:
             moment = whole_day(day)
     else:
         raise ParameterError(f"{name} must be a date, a datetime or ISO 8601 text, not {type(value).__name__} {value!r}; {example}.")
-    wall = moment.replace(tzinfo=None)  # compared first: year 1 or 9999 cannot be shifted to UTC
-    if wall >= _LATEST.replace(tzinfo=None):
-        return _LATEST
-    if wall <= _EARLIEST.replace(tzinfo=None):
-        return _EARLIEST
-    moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+    try:
+        moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+    except OverflowError:  # year 1 or 9999 shifted past the calendar: far outside the range either way
+        return _LATEST if moment.year > _LATEST.year else _EARLIEST
     return min(max(moment, _EARLIEST), _LATEST)
 
 
@@ -1222,10 +1225,13 @@ def read_events(
 
     lower = _as_utc(start, name="start", end=False) if start is not None else None
     upper = _as_utc(end, name="end", end=True) if end is not None else None
-    if lower is not None and upper is not None and lower > upper:
-        raise ParameterError(f"start={start!r} is after end={end!r}: nothing could match. Swap them?")
+    if lower is not None and upper is not None and lower >= upper:
+        raise ParameterError(f"start={start!r} is not before end={end!r}: nothing could match. Swap them?")
     if columns is not None:
-        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        if isinstance(columns, str):
+            raise ParameterError(f"columns must be a list of column names, not {columns!r}; e.g. columns=['event_id', 'event_time'].")
+        columns = list(columns)  # once: a generator could be read only once
+        if not all(isinstance(c, str) for c in columns):
             raise ParameterError(f"columns must be a list of column names, not {columns!r}; e.g. columns=['event_id', 'event_time'].")
         repeated = sorted({c for c in columns if list(columns).count(c) > 1})
         if repeated:

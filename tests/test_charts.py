@@ -409,8 +409,9 @@ def test_trend_of_percentiles_on_a_log_axis_counts_the_points_it_cannot_place() 
     assert fig.layout.yaxis.title.text == "Time to delivery, 90th percentile (p90) (seconds, log scale)"
     assert fig.layout.title.subtitle.text.startswith("Not placeable on the log axis: 1 point at 0 seconds")
     assert not trend(frame[frame["ttd_p90"] > 0], "ttd_p90", color="channel_type", log_y=True).layout.title.subtitle.text
-    with pytest.raises(ParameterError, match="log_y"):
-        trend(frame.assign(read_rate=0.5), "read_rate", log_y=True)
+    for not_a_time in ("read_rate", "ttd_n"):
+        with pytest.raises(ParameterError, match="log_y"):
+            trend(frame.assign(read_rate=0.5), not_a_time, log_y=True)
 
 
 def test_percentile_bars_on_a_log_axis_count_the_bars_they_cannot_place(ttd: pd.DataFrame) -> None:
@@ -433,6 +434,9 @@ def test_numbers_held_as_text_sort_as_numbers_and_user_keys_keep_their_names() -
     # Text that is not all numbers keeps the plain order.
     mixed = frame.assign(variables__trialDays=["10", "b", "a", None])
     assert list(rate_bars(mixed, "read_rate", x="variables__trialDays").data[0].x) == ["10", "a", "b", "(none)"]
+    # A space of any kind around a number makes it text: sorted as text, never a crash.
+    spaced = frame.assign(variables__trialDays=["9\x1c", "10", "7\xa0", None])
+    assert list(rate_bars(spaced, "read_rate", x="variables__trialDays").data[0].x) == ["10", "7\xa0", "9\x1c", "(none)"]
 
 
 # ---------------------------------------------------------------------------

@@ -364,6 +364,21 @@ def test_groups_of_a_user_column_holding_numbers_come_in_number_order() -> None:
     assert pd.isna(result["variables__trialDays"].iloc[4])
     words = engagement(items_frame(3, variables__plan=pd.array(["b", "10", "a"], dtype="string")), by="variables__plan")
     assert words["variables__plan"].tolist() == ["10", "a", "b"]
+    # Not a JSON number once a space of any kind is around it: text, sorted as text, no error.
+    spaced = ["7\xa0", "10", "9\x1c", "8"]
+    assert engagement(items_frame(4, variables__n=pd.array(spaced, dtype="string")), by="variables__n")[
+        "variables__n"].tolist() == sorted(spaced)
+    # Equal numbers spelled two ways come in one order, whatever order the rows arrive in.
+    for tie in (["1e0", "1.0", "0.5"], ["1.0", "0.5", "1e0"]):
+        result = engagement(items_frame(3, variables__n=pd.array(tie, dtype="string")), by="variables__n")
+        assert result["variables__n"].tolist() == ["0.5", "1.0", "1e0"]
+
+
+def test_versions_held_as_text_are_compared_in_number_order() -> None:
+    frame = _versions_frame([("t", 10, 100, 30), ("t", 2, 100, 60), ("t", 9, 100, 40)])
+    frame["variables__v"] = frame["template_version"].astype(str).astype("string")
+    result = compare_versions(frame, by="variables__v")
+    assert list(zip(result.version_a, result.version_b)) == [("2", "9"), ("2", "10"), ("9", "10")]
 
 
 # ------------------------------------------------------------------ campaigns

@@ -179,6 +179,9 @@ def test_a_run_without_run_date_reports_on_the_day_it_runs_not_on_the_notebooks_
         assert printed in {before.isoformat(), after.isoformat()}
     report.run_report(None, None, tmp_path / "out", parameters={"run_date": "2026-11-10"}, notebooks_dir=notebooks)
     assert nbformat.read(tmp_path / "out" / report.NOTEBOOKS[0], as_version=4).cells[-1].outputs[0]["text"].strip() == "2026-11-10"
+    report.run_report(None, None, tmp_path / "out", parameters={"run_date": "None"}, notebooks_dir=notebooks)  # as -p gives it
+    printed = nbformat.read(tmp_path / "out" / report.NOTEBOOKS[0], as_version=4).cells[-1].outputs[0]["text"].strip()
+    assert printed in {before.isoformat(), dt.datetime.now(dt.UTC).date().isoformat()}
 
 
 def test_a_failed_run_leaves_no_report_of_an_earlier_run_looking_current(tmp_path: Path) -> None:
@@ -247,6 +250,9 @@ def test_report_runs_on_data_with_no_rejects_or_no_user_columns(tmp_path: Path, 
         ({"table": "x"}, "pass table as its own argument"),
         ({"start": "2026-13-01"}, "start='2026-13-01' is not a date"),
         ({"start": "2026-11-05", "end": "2026-11-04"}, "start 2026-11-05 is after end 2026-11-04"),
+        # The end by default: the day before run_date, today unless given.
+        ({"start": "2099-01-01"}, "start 2099-01-01 is after end"),
+        ({"start": "2026-11-05", "run_date": "2026-11-05"}, "start 2026-11-05 is after end 2026-11-04"),
     ],
 )
 def test_bad_parameters_fail_before_any_notebook_runs(tmp_path: Path, parameters: dict, expected: str) -> None:

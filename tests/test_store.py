@@ -12,6 +12,7 @@ import shutil
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -474,6 +475,7 @@ def test_read_events_columns_and_bad_arguments(days_table):
         ca.read_events(days_table, columns=["item_id", "item_id"])
     with pytest.raises(ParameterError, match="list of column names"):
         ca.read_events(days_table, columns="item_id")
+    assert list(ca.read_events(days_table, columns=(c for c in ["item_id", "event_time"])).columns) == ["item_id", "event_time"]
 
 
 def test_read_events_bounds_are_iso_8601_and_never_guessed(days_table):
@@ -486,8 +488,12 @@ def test_read_events_bounds_are_iso_8601_and_never_guessed(days_table):
     for bad in ("03/11/2026", "11.03.2026", "Nov 3 2026", "2026-11-3", "", 2026, 1.5e9):
         with pytest.raises(ParameterError, match="start"):
             ca.read_events(days_table, start=bad)
-    with pytest.raises(ParameterError, match="after"):
-        ca.read_events(days_table, start="2026-11-04", end="2026-11-02")
+    for start, end in (("2026-11-04", "2026-11-02"), ("2026-11-04", "2026-11-03"), ("2026-11-03T12:00Z", "2026-11-03T12:00Z")):
+        with pytest.raises(ParameterError, match="not before"):
+            ca.read_events(days_table, start=start, end=end)
+    # Converted to UTC before being held to the years an event can have.
+    assert _items(ca.read_events(days_table, start="2026-11-04T00:30+01:00")) == ["end-03", "start-04"]
+    assert len(ca.read_events(days_table, start="1970-01-01T00:30+01:00")) == 5
     # Bounds far outside the years an event can have (1970-2199) select everything, without overflow.
     far = ca.read_events(days_table, start="0001-01-01", end="9999-12-31")
     assert len(far) == 5
@@ -623,8 +629,10 @@ def test_a_table_whose_path_holds_a_space_is_written_deduplicated_and_read(tmp_p
     assert sorted(ca.read_events(table)["item_id"]) == ["f1", "f2"]
     assert ca.read_rejected(table)["raw"].tolist() == ["{bad", "{bad"]
     assert ca.items(table).count().execute() == 2
-    with pytest.raises(TableError, match="'%'"):
-        ca.ingest(str(source), str(tmp_path / "100%ABtables"))
+    for refused in ("100%ABtables", "tables#1", "which?", "back\\slash", "tab\there"):
+        with pytest.raises(TableError, match="URL"):
+            ca.ingest(str(source), str(tmp_path / refused))
+        assert not (tmp_path / refused).exists()
 
 
 def test_a_file_is_not_a_table(tmp_path):
@@ -672,6 +680,7 @@ def test_bad_load_options_are_parameter_errors(tmp_path, table, load):
     with pytest.raises(ParameterError, match="FlattenLimits"):
         run(limits={"max_depth": 3})
     assert not os.path.exists(table)
+    assert run(batch_records=np.int64(10)) is not None  # a NumPy whole number is one too
 
 
 def test_sources_and_table_of_the_wrong_type_are_clear_errors(tmp_path, table):
