@@ -1152,8 +1152,8 @@ def _column_label(column: str | None) -> str:
     if column is None:
         return ""
     if column.startswith(_USER_COLUMN_PREFIXES):
-        # A user's key is a name of theirs: kept as written, with its path shown as dots.
-        return column.replace("__", ".")
+        # A user's key is a name of theirs: the column as they name it (e.g. as breakdown_key), case and all.
+        return column
     return _COLUMN_LABELS.get(column, column.replace("_", " ").strip().capitalize())
 
 

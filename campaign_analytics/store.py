@@ -722,6 +722,8 @@ def ingest(
     True
     """
     limits = _load_options(limits, batch_records)
+    if not isinstance(force, bool):
+        raise ParameterError(f"force must be True or False, not {force!r}.")
     uri = _table_uri(table)
     started = _now()
     delta = _open_table(uri, must_exist=False)

@@ -430,7 +430,7 @@ def test_numbers_held_as_text_sort_as_numbers_and_user_keys_keep_their_names() -
     )
     fig = rate_bars(frame, "read_rate", x="variables__trialDays")
     assert list(fig.data[0].x) == ["1", "2", "10", "(none)"]
-    assert fig.layout.xaxis.title.text == "variables.trialDays"
+    assert fig.layout.xaxis.title.text == "variables__trialDays"
     # Text that is not all numbers keeps the plain order.
     mixed = frame.assign(variables__trialDays=["10", "b", "a", None])
     assert list(rate_bars(mixed, "read_rate", x="variables__trialDays").data[0].x) == ["10", "a", "b", "(none)"]

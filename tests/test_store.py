@@ -692,6 +692,8 @@ def test_sources_and_table_of_the_wrong_type_are_clear_errors(tmp_path, table):
         ca.ingest(source, None)
     with pytest.raises(ParameterError, match="min_age_hours"):
         ca.vacuum(table, min_age_hours="1")
+    with pytest.raises(ParameterError, match="force"):
+        ca.ingest(source, table, force="no")
 
 
 # -- load() -------------------------------------------------------------------------------------
