@@ -220,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         place = f" {error.filename}" if error.filename else ""
         _report_error(args, OSError(f"cannot use{place}: {error.strerror or error}. Check the path and its permissions."))
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was committed by the interrupted step", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        notes = getattr(error, "__notes__", None)
+        print(f"interrupted; {'; '.join(notes) if notes else 'nothing was committed by the interrupted step'}", file=sys.stderr)
         return 130
 
 

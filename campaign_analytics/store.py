@@ -305,6 +305,13 @@ def _ledger(table: DeltaTable | None) -> list[dict[str, Any]]:
     return entries[::-1]
 
 
+def _committed_by(root: str, key: str, load_id: str) -> bool:
+    """Whether a commit of the Delta table at root carries this load's id in its ``key`` metadata."""
+    if not _has_commit(root):
+        return False
+    return any(load_id in str(commit.get(key, "")) for commit in DeltaTable(root).history())
+
+
 class _PartitionWriter:
     """Writes event rows into per-day Parquet files; a new file when the columns change."""
 
@@ -835,10 +842,16 @@ def ingest(
             done = True
         committed.update_incremental()
         summary.version = committed.version()
-    except BaseException:
+    except BaseException as error:
         if not done:
-            events_writer.abandon()
-            quarantine_writer.abandon()
+            # An interrupt (Ctrl-C) can land just after a commit returned, before this code knew: the Delta log
+            # says which commits happened, and the files a commit lists are never removed.
+            if _committed_by(uri, _LEDGER_KEY, load_id):
+                error.add_note(f"load {load_id} had committed before this: its events are in the table")
+            else:
+                events_writer.abandon()
+            if not _committed_by(quarantine_root, _LEDGER_KEY + ".quarantine", load_id):
+                quarantine_writer.abandon()
         raise
     finally:
         if bar is not None:

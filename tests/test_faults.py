@@ -509,6 +509,45 @@ def test_a_load_that_fails_part_way_leaves_the_table_as_it_was(tmp_path: Path, t
     assert good.exists()
 
 
+@pytest.mark.parametrize("interrupted", ["after the quarantine commit", "after the events commit"])
+@pytest.mark.parametrize("first_load", [True, False])
+def test_ctrl_c_just_after_a_commit_never_removes_files_a_commit_lists(
+    tmp_path: Path, table: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    interrupted: str, first_load: bool,
+) -> None:
+    """Ctrl-C lands when the commit call has returned but before the load knew: the table stays readable."""
+    if not first_load:
+        ca.ingest(str(write_payload(tmp_path / "a" / "first.ndjson", [make_event(id="a1"), "{bad"])), table)
+    source = write_payload(tmp_path / "b" / "second.ndjson", [make_event(id=f"b{i}") for i in range(20)] + ["{also bad"])
+    commit = store._commit
+    which = 1 if interrupted == "after the quarantine commit" else 2
+
+    def commit_then_interrupt(*args: Any, **kwargs: Any) -> Any:
+        result = commit(*args, **kwargs)
+        calls.append(args[0])
+        if len(calls) == which:
+            raise KeyboardInterrupt
+        return result
+
+    calls: list[str] = []
+    monkeypatch.setattr(store, "_commit", commit_then_interrupt)
+    assert main(["ingest", str(source), "--table", table]) == 130
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    assert _files_on_disk(table) == _live_files(table)  # nothing listed was removed, nothing unlisted kept
+    committed = interrupted == "after the events commit"
+    assert ("had committed before this" in message) == committed
+    if committed or not first_load:  # else no load has committed to the table yet
+        ca.read_rejected(table)  # readable, whatever it holds
+        assert sorted(ca.read_events(table)["item_id"]).count("b1") == int(committed)
+    # A re-run completes the load exactly once.
+    again = ca.ingest(str(source), table)
+    assert (again.files_unchanged == 1) == committed
+    events = ca.read_events(table)
+    assert sorted(i for i in events["item_id"] if i.startswith("b")) == sorted(f"b{i}" for i in range(20))
+    assert list(ca.read_rejected(table)["raw"]).count("{also bad") == 1
+
+
 # -- limits that protect the user ---------------------------------------------------------------
 
 
