@@ -8,6 +8,8 @@ cannot be used (missing file, a path that is not a table, ...).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -202,7 +204,19 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = parser.parse_args(arguments)
+    except SystemExit as exit_:
+        sys.stderr.write(said.getvalue())
+        # A usage error (argparse exits 2): with --json, it is a JSON object on stdout too, as every other error.
+        if exit_.code == 2 and "--json" in arguments:
+            lines = said.getvalue().strip().splitlines()
+            _print_json({"error": "UsageError", "message": lines[-1] if lines else "invalid arguments"})
+        raise
+    sys.stderr.write(said.getvalue())
     try:
         return int(args.run(args))
     except ReportError as error:

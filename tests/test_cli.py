@@ -205,6 +205,16 @@ def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["ingest"])
     assert info.value.code == 2
+    assert capsys.readouterr().out == ""
+    # With --json a usage error is a JSON object on stdout too, as every other error is.
+    for argv in (["ingest", "x", "--table", "t", "--max-depth", "abc", "--json"], ["vacuum", "--table", "t", "--json", "--min-age-hours", "abc"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        captured = capsys.readouterr()
+        said = json.loads(captured.out)
+        assert said["error"] == "UsageError" and "invalid" in said["message"]
+        assert "usage:" in captured.err
 
 
 def test_the_module_runs_as_a_program(tmp_path, payloads):
