@@ -664,14 +664,25 @@ def short_paths(paths: Iterable[str]) -> list[str]:
     ['2026-11-02/a.ndjson', 'posts/b.json']
     >>> short_paths(["/data/in/a.ndjson"])
     ['a.ndjson']
+
+    Paths loaded from another working folder (relative) and absolute ones are
+    shortened each among their own kind:
+
+    >>> short_paths(["captures/a.ndjson", "/data/in/b.ndjson", "captures/c.ndjson"])
+    ['a.ndjson', 'b.ndjson', 'c.ndjson']
     """
     items = [os.path.normpath(str(p)) for p in paths]
-    if not items:
-        return []
-    root = os.path.commonpath(items)
-    if len(set(items)) == 1 or root in items:
-        root = os.path.dirname(root)
-    return [os.path.relpath(p, root).replace(os.sep, "/") for p in items]
+    shortened: dict[int, str] = {}
+    for absolute in (True, False):
+        group = [i for i, p in enumerate(items) if os.path.isabs(p) == absolute]
+        if not group:
+            continue
+        root = os.path.commonpath([items[i] for i in group])
+        if len({items[i] for i in group}) == 1 or root in {items[i] for i in group}:
+            root = os.path.dirname(root)
+        for i in group:
+            shortened[i] = os.path.relpath(items[i], root or os.curdir).replace(os.sep, "/")
+    return [shortened[i] for i in range(len(items))]
 
 
 _PERCENT_COLUMNS: Final = re.compile(
