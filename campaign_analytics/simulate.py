@@ -311,6 +311,10 @@ def _check_rate(name: str, value: float) -> None:
         raise ParameterError(f"{name}={value!r} is not a probability; pass a number between 0 and 1")
 
 
+_FIRST_START: Final[int] = 3 * 86_400  # 1970-01-04T00:00Z
+_LAST_END: Final[int] = 7_258_032_000  # 2199-12-31T00:00Z
+
+
 def _parse_start(start: str | date | datetime) -> int:
     if isinstance(start, datetime):
         moment = start
@@ -478,8 +482,9 @@ def simulate(
     Raises
     ------
     ParameterError
-        On a non-positive ``items`` or ``days``, a rate outside [0, 1], a bad
-        ``start``, or a non-empty ``out_dir``.
+        On a non-positive ``items`` or ``days``, a negative ``seed``, a rate
+        outside [0, 1], a bad ``start``, a window past the years a load accepts
+        (1970-2199), or a non-empty ``out_dir``.
 
     Notes
     -----
@@ -502,6 +507,8 @@ def simulate(
         raise ParameterError(f"items={items!r}; pass a whole number of items, 1 or more")
     if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
         raise ParameterError(f"days={days!r}; pass a whole number of days, 1 or more")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError(f"seed={seed!r}; pass a whole number, 0 or more")
     for name, count in (("bad_records", bad_records), ("other_triggers", other_triggers)):
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ParameterError(f"{name}={count!r}; pass a whole number, 0 or more")
@@ -521,6 +528,12 @@ def simulate(
     ):
         _check_rate(name, float(rate))
     window_start = _parse_start(start)
+    # The loader keeps event times from 1970 to 2199; campaigns are created up to three days before the window.
+    if not _FIRST_START <= window_start or window_start + int(days) * _DAY > _LAST_END:
+        raise ParameterError(
+            f"start={start!r} with days={days!r} leaves 1970-01-04 to 2199-12-31 (UTC), the times a load accepts; "
+            "pass a start and a number of days inside that range"
+        )
     out = Path(out_dir)
     if out.exists():
         if not out.is_dir():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from campaign_analytics import ingest, items
+from campaign_analytics import ingest, items, load
 from campaign_analytics.errors import ParameterError
 from campaign_analytics.simulate import SimulationTruth, simulate
 from campaign_analytics.triggers import TRIGGERS
@@ -507,11 +507,24 @@ def test_small_worlds_stay_consistent(tmp_path: Path) -> None:
         ({"bad_records": -1}, "bad_records"),
         ({"duplicate_rate": 1.5}, "duplicate_rate"),
         ({"start": "next tuesday"}, "start="),
+        ({"seed": -1}, "seed=-1"),
+        ({"delivered_engaged_share": float("nan")}, "delivered_engaged_share"),
+        # Times a load would reject as out of range (1970-2199): refused, never written as good events.
+        ({"start": "1969-12-30"}, "1970-01-04 to 2199-12-31"),
+        ({"start": "2199-12-30"}, "1970-01-04 to 2199-12-31"),
+        ({"days": 100_000}, "1970-01-04 to 2199-12-31"),
     ],
 )
 def test_bad_parameters_raise(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ParameterError, match=message):
         simulate(tmp_path / "out", **kwargs)
+
+
+def test_the_first_and_last_windows_allowed_load_without_a_reject(tmp_path: Path) -> None:
+    for start, days in (("1970-01-04", 2), ("2199-12-24", 7)):
+        truth = simulate(tmp_path / start, items=300, seed=1, start=start, days=days)
+        summary = load(tmp_path / start).attrs["load_summary"]
+        assert (summary["rejected"], truth.rejected) == (0, 0), start
 
 
 def test_refuses_a_non_empty_directory(tmp_path: Path) -> None:
