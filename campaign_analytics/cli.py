@@ -112,7 +112,12 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif args.format == "json":
+        for column in frame.columns:
+            if column.endswith("_date") and pd.api.types.is_datetime64_any_dtype(frame[column]):
+                frame[column] = frame[column].dt.strftime("%Y-%m-%d")  # a day, as CSV shows it
         sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    elif frame.empty:
+        print("no items in the table" + (f" to group by {', '.join(keys)}" if keys else ""))
     else:
         with pd.option_context("display.max_columns", None, "display.width", 200):
             shown = [*keys, "sent", "delivered", "read", "interacted", "clicked", "delivery_rate", "read_rate",
@@ -149,14 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(run=_ingest)
 
     loads = commands.add_parser("loads", help="show the ledger of loads")
-    loads.add_argument("--table", required=True)
+    loads.add_argument("--table", required=True, help="the events table directory")
     loads.add_argument("--files", action="store_true", help="one row per loaded file")
-    loads.add_argument("--json", action="store_true")
+    loads.add_argument("--json", action="store_true", help="print JSON (an array of loads) instead of a table")
     loads.set_defaults(run=_loads)
 
     metrics = commands.add_parser("metrics", help="engagement rates and time to delivery per group")
-    metrics.add_argument("--table", required=True)
-    metrics.add_argument("--by", default="", help="comma-separated group columns, e.g. template_id,template_version")
+    metrics.add_argument("--table", required=True, help="the events table directory")
+    metrics.add_argument("--by", default="", help="comma-separated group columns of the items, e.g. "
+                         "template_id,template_version, label, channel_type, tag, send_date, send_hour or a "
+                         "variables__/metadata__ column (default: one row for everything)")
     metrics.add_argument("--format", choices=("table", "csv", "json"), default="table")
     metrics.add_argument("--tz", default=None, help="time zone for send_date / send_hour (default UTC)")
     metrics.add_argument("--exclude-delivered-on-read", action="store_true",
@@ -176,21 +183,21 @@ def _parser() -> argparse.ArgumentParser:
     report.set_defaults(run=_report)
 
     vacuum = commands.add_parser("vacuum", help="list (or --apply: delete) files left by loads that never committed")
-    vacuum.add_argument("--table", required=True)
+    vacuum.add_argument("--table", required=True, help="the events table directory")
     vacuum.add_argument("--apply", action="store_true", help="delete the files (default: only list them)")
     vacuum.add_argument("--min-age-hours", type=float, default=1.0, help="leave files younger than this")
-    vacuum.add_argument("--json", action="store_true")
+    vacuum.add_argument("--json", action="store_true", help="print the files as a JSON object")
     vacuum.set_defaults(run=_vacuum)
 
     simulate = commands.add_parser("simulate", help="write realistic synthetic payload files")
-    simulate.add_argument("out_dir", metavar="OUTDIR")
-    simulate.add_argument("--items", type=int, default=2000)
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("out_dir", metavar="OUTDIR", help="a new or empty directory for the payload files")
+    simulate.add_argument("--items", type=int, default=2000, help="feed items and push notifications to simulate")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (0 or more): the same seed, the same files")
     simulate.add_argument("--start", default="2026-11-02", help="first UTC day (YYYY-MM-DD)")
-    simulate.add_argument("--days", type=int, default=7)
+    simulate.add_argument("--days", type=int, default=7, help="days the sends are spread over")
     simulate.add_argument("--bad-records", type=int, default=0, help="malformed records to mix in")
     simulate.add_argument("--other-triggers", type=int, default=0, help="records of other CometChat triggers")
-    simulate.add_argument("--json", action="store_true")
+    simulate.add_argument("--json", action="store_true", help="print the truth's counts as one JSON object")
     simulate.set_defaults(run=_simulate)
 
     for register in _EXTRA_COMMANDS:

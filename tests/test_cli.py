@@ -201,6 +201,19 @@ def test_simulate_into_a_non_empty_directory_exits_2(capsys, tmp_path):
     assert code == 2 and "not empty" in err
 
 
+def test_metrics_json_gives_days_as_days_and_an_empty_table_says_so(capsys, payloads, table):
+    run(capsys, "ingest", str(payloads), "--table", table)
+    code, out, _ = run(capsys, "metrics", "--table", table, "--by", "send_date", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert rows and all(len(row["send_date"]) == 10 for row in rows)  # "2026-05-28", as the CSV has it
+    campaigns_only = write_payload(Path(table).parent / "c.ndjson", [make_event("after_campaign_completed")])
+    other = str(Path(table).parent / "other")
+    run(capsys, "ingest", str(campaigns_only), "--table", other)
+    code, out, _ = run(capsys, "metrics", "--table", other, "--by", "label")
+    assert (code, out.strip()) == (0, "no items in the table to group by label")
+
+
 def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["ingest"])
