@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -37,6 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from campaign_analytics._order import value_order
 from campaign_analytics.errors import ParameterError
 
 __all__ = [
@@ -93,7 +93,6 @@ _MISSING_COLOR: Final = "#9E9E9E"
 _SINGLE_COLOR: Final = "#4C78A8"
 _MISSING_LABEL: Final = "(none)"
 _USER_COLUMN_PREFIXES: Final = ("variables__", "metadata__")
-_NUMBER_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 _CHANNEL_LABELS: Final[Mapping[str, str]] = MappingProxyType({"in_app": "In-app", "push": "Push"})
 _COLUMN_LABELS: Final[Mapping[str, str]] = MappingProxyType(
@@ -949,27 +948,10 @@ def _normalize(value: object) -> Hashable:
     return value  # type: ignore[return-value]
 
 
-def _as_number(value: Hashable) -> float | None:
-    """A number, or text that is one (user columns are text: "10" sorts after "9"); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):  # a JSON number: no spaces around it
-        return float(value)
-    return None
-
-
 def _sorted_values(values: Iterable[Hashable]) -> list[Hashable]:
     unique = list(dict.fromkeys(values))
     present = [value for value in unique if value is not None]
-    if present and all(_as_number(value) is not None for value in present):
-        ordered = sorted(present, key=lambda value: (_as_number(value), str(value)))
-    else:
-        try:
-            ordered = sorted(present)  # type: ignore[type-var]
-        except TypeError:
-            ordered = sorted(present, key=str)
+    ordered = [present[i] for i in value_order(present)]
     return ordered + ([None] if len(present) < len(unique) else [])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from campaign_analytics._order import JSON_NUMBER, value_order
 from campaign_analytics._stats import holm, two_proportion_z_test, wilson_interval
 from campaign_analytics.backends import (
     backend_name,
@@ -752,10 +752,6 @@ def _to_frame(expr: ibis.Table, keys: list[str]) -> pd.DataFrame:
     return _in_value_order(frame, keys) if keys else frame
 
 
-# A JSON number, as a user column holds it (no spaces: text around a number makes it text).
-_NUMBER_TEXT: Final[str] = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-
-
 def _in_value_order(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Rows sorted by ``keys``, missing values last; a column of numbers held as text ("10", "9") by number.
 
@@ -768,21 +764,9 @@ def _in_value_order(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def _number_key(values: pd.Series) -> pd.Series:
     if values.dtype.kind in "OU" or isinstance(values.dtype, pd.StringDtype):
         present = values.dropna()
-        if len(present) and present.map(lambda v: isinstance(v, str)).all() and present.str.fullmatch(_NUMBER_TEXT).all():
+        if len(present) and present.map(lambda v: isinstance(v, str)).all() and present.str.fullmatch(JSON_NUMBER).all():
             return pd.to_numeric(values)
     return values
-
-
-def _number_or_text_order(values: Sequence[object]) -> list[int]:
-    """Positions of ``values`` in order: by number when every one is a number or number text, else as they compare."""
-    def is_number(value: object) -> bool:
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) or (
-            isinstance(value, str) and re.fullmatch(_NUMBER_TEXT, value) is not None
-        )
-
-    if values and all(is_number(v) for v in values):
-        return sorted(range(len(values)), key=lambda i: (float(values[i]), str(values[i])))  # type: ignore[arg-type]
-    return sorted(range(len(values)), key=lambda i: values[i])  # type: ignore[arg-type,return-value]
 
 
 def _as_list(value: object, size: int) -> list[float]:
@@ -799,7 +783,7 @@ def _compare_group(
     versions: list[object], successes: np.ndarray, trials: np.ndarray, alpha: float
 ) -> list[list[object]]:
     """Rows (without the within key) for every pair of versions of one group."""
-    order = _number_or_text_order(versions)
+    order = value_order(versions)
     versions = [versions[i] for i in order]
     successes = successes[order]
     trials = trials[order]

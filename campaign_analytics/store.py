@@ -39,6 +39,7 @@ from deltalake import DeltaTable, Field, Schema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
 
+from ._order import JSON_NUMBER
 from .errors import ParameterError, TableError
 from .flatten import (
     CORE_SCHEMA,
@@ -1281,7 +1282,7 @@ def _ordered(names: Sequence[str]) -> list[str]:
 
 
 _JSON_INTEGER = r"^-?(?:0|[1-9][0-9]*)$"
-_JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+_JSON_NUMBER = f"^{JSON_NUMBER}$"
 # float64 holds every whole number of up to 15 digits exactly (2**53 has 16); a longer integer part may lose digits.
 _BEYOND_FLOAT_DIGITS = r"^-?[0-9]{16,}"
 
