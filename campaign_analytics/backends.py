@@ -618,14 +618,7 @@ def _spark_data_files(session: Any, table: Any, path: Path) -> Any:
 
 def _plain_parquet_is_exact(table: Any) -> bool:
     """Whether the table's data files, read as plain Parquet, are the table."""
-    protocol = table.protocol()
-    features = set(protocol.reader_features or ())
-    configuration = table.metadata().configuration or {}
-    return (
-        "deletionVectors" not in features
-        and "columnMapping" not in features
-        and configuration.get("delta.columnMapping.mode", "none") == "none"
-    )
+    return "deletionVectors" not in set(table.protocol().reader_features or ()) and not _uses_column_mapping(table)
 
 
 def _read_data_files(con: ibis.BaseBackend, table: Any, name: str, columns: list[str]) -> ibis.Table:

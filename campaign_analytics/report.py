@@ -677,8 +677,9 @@ def short_paths(paths: Iterable[str]) -> list[str]:
         group = [i for i, p in enumerate(items) if os.path.isabs(p) == absolute]
         if not group:
             continue
-        root = os.path.commonpath([items[i] for i in group])
-        if len({items[i] for i in group}) == 1 or root in {items[i] for i in group}:
+        distinct = {items[i] for i in group}
+        root = os.path.commonpath(distinct)
+        if len(distinct) == 1 or root in distinct:
             root = os.path.dirname(root)
         for i in group:
             shortened[i] = os.path.relpath(items[i], root or os.curdir).replace(os.sep, "/")
