@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from .errors import ParameterError
 from .sources import Chunk
-from .triggers import STAGE_TIMESTAMP_FIELDS, TRIGGERS
+from .triggers import EVENT_TIME_RANGE, STAGE_TIMESTAMP_FIELDS, TRIGGERS
 
 __all__ = [
     "CORE_SCHEMA",
@@ -164,9 +164,8 @@ _DATA_FIELDS: Final[dict[str, tuple[str, str]]] = {
     **{name: (column, "timestamp") for name, column in STAGE_TIMESTAMP_FIELDS.items()},
 }
 _UNSAFE_KEY_CHARS: Final[re.Pattern[str]] = re.compile(r"[^0-9A-Za-z_]")
-# Timestamps outside [1970-01-01, 2200-01-01) are taken as wrong data, not as dates.
-_MIN_EPOCH_MS: Final[int] = 0
-_MAX_EPOCH_MS: Final[int] = 7_258_118_400_000
+_MIN_EPOCH_MS: Final[int] = int(EVENT_TIME_RANGE[0].timestamp()) * 1000
+_MAX_EPOCH_MS: Final[int] = int(EVENT_TIME_RANGE[1].timestamp()) * 1000
 _MILLISECONDS_FROM: Final[float] = 1e11
 
 
@@ -310,7 +309,7 @@ class UserColumns:
             settled.taken.setdefault(name.lower(), "")
         renames: dict[str, str] = {}
         for name, pointer in new.items():
-            prefix, *path = (key.replace("~1", "/").replace("~0", "~") for key in pointer.split("/")[1:])
+            prefix, *path = _pointer_keys(pointer)
             final = settled.column(prefix, path)  # never None: the cap leaves room for every new column
             if final is not None and final != name:
                 renames[name] = final
@@ -731,6 +730,11 @@ def _load_structure(text: str, max_depth: int) -> Any:
 
 def _json_pointer(path: Sequence[str]) -> str:
     return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in path)
+
+
+def _pointer_keys(pointer: str) -> list[str]:
+    """The keys of a JSON pointer (the inverse of :func:`_json_pointer`)."""
+    return [key.replace("~1", "/").replace("~0", "~") for key in pointer.split("/")[1:]]
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ import orjson
 import pandas as pd
 
 from campaign_analytics.errors import ParameterError
-from campaign_analytics.triggers import TRIGGERS
+from campaign_analytics.triggers import EVENT_TIME_RANGE, TRIGGERS
 
 __all__ = ["simulate", "SimulationTruth"]
 
@@ -311,8 +311,10 @@ def _check_rate(name: str, value: float) -> None:
         raise ParameterError(f"{name}={value!r} is not a probability; pass a number between 0 and 1")
 
 
-_FIRST_START: Final[int] = 3 * 86_400  # 1970-01-04T00:00Z
-_LAST_END: Final[int] = 7_258_032_000  # 2199-12-31T00:00Z
+# Windows whose times a load accepts: campaigns are created up to three days before the window,
+# and a day is left after it.
+_FIRST_START: Final[int] = int(EVENT_TIME_RANGE[0].timestamp()) + 3 * _DAY  # 1970-01-04T00:00Z
+_LAST_END: Final[int] = int(EVENT_TIME_RANGE[1].timestamp()) - _DAY  # 2199-12-31T00:00Z
 
 
 def _parse_start(start: str | date | datetime) -> int:
@@ -528,7 +530,6 @@ def simulate(
     ):
         _check_rate(name, float(rate))
     window_start = _parse_start(start)
-    # The loader keeps event times from 1970 to 2199; campaigns are created up to three days before the window.
     if not _FIRST_START <= window_start or window_start + int(days) * _DAY > _LAST_END:
         raise ParameterError(
             f"start={start!r} with days={days!r} leaves 1970-01-04 to 2199-12-31 (UTC), the times a load accepts; "

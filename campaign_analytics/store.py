@@ -56,6 +56,7 @@ from .flatten import (
 )
 from .flatten import cursor as flatten_cursor
 from .sources import Chunk, PartialRead, PayloadFile, find_files, read_chunks
+from .triggers import EVENT_TIME_RANGE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1148,10 +1149,9 @@ def _live_files(delta: DeltaTable, root: str) -> Any:
     )
 
 
-# The loader keeps event times from 1970 to 2199 only: bounds outside that range select the same
-# rows as the range's own ends, and are clamped to them.
-_EARLIEST: Final[dt.datetime] = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_LATEST: Final[dt.datetime] = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+# The loader keeps event times in EVENT_TIME_RANGE only: bounds outside it select the same rows as
+# its own ends, and are clamped to them.
+_EARLIEST, _LATEST = EVENT_TIME_RANGE
 
 
 def _as_utc(value: object, *, name: str, end: bool) -> dt.datetime:

@@ -2,14 +2,19 @@
 
 Each trigger names the entity an event is about, the stage it reports, the
 field of ``data`` that identifies the entity, and the field(s) of ``data`` that
-hold the stage's own timestamp, first match wins.
+hold the stage's own timestamp, first match wins. ``EVENT_TIME_RANGE`` is the
+span of times a loaded timestamp may have.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
-__all__ = ["Trigger", "TRIGGERS", "ENTITIES", "STAGE_TIMESTAMP_FIELDS"]
+__all__ = ["Trigger", "TRIGGERS", "ENTITIES", "STAGE_TIMESTAMP_FIELDS", "EVENT_TIME_RANGE"]
+
+# Timestamps outside [1970-01-01, 2200-01-01) UTC are taken as wrong data, not as dates.
+EVENT_TIME_RANGE: Final[tuple[datetime, datetime]] = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 
 
 class Trigger(NamedTuple):
