@@ -25,7 +25,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -115,7 +115,9 @@ class LoadSummary:
         Files read, and files passed over because a committed load already
         holds the very same bytes (use ``force=True`` to read them again).
     records, written, duplicates, rejected, skipped
-        Records read and what became of them.
+        Records read and what became of them. Duplicates are events the
+        table or this load already had, and the rejected or skipped records
+        of a file that a load running alongside read too and committed first.
     reject_reasons
         Rejected and skipped records per reason.
     new_columns
@@ -646,23 +648,64 @@ def _drop_concurrent_duplicates(
     ).to_arrow_table()
     if clashes.num_rows == 0:
         return adds
-    clash_ids = clashes.column("event_id")
+
+    def counted(dropped: pa.Table) -> None:
+        summary.written -= dropped.num_rows
+        summary.duplicates += dropped.num_rows
+
+    return _rewritten_without(uri, adds, "event_id", clashes.column("event_id"), counted)
+
+
+def _drop_records_of_files_loaded_meanwhile(
+    root: str, adds: list[AddAction], before: DeltaTable | None, meanwhile: DeltaTable, summary: LoadSummary
+) -> list[AddAction]:
+    """Rewrite this load's rejected and skipped records without those of files a load committed after it started.
+
+    Such a load read the same bytes (the same content hash): as in a serial run, where the later
+    load passes the file over, its records are kept once. Here they count as duplicates.
+    """
+    earlier = {entry["load_id"] for entry in _ledger(before)}
+    hashes = {
+        f["hash"] for entry in _ledger(meanwhile) if entry["load_id"] not in earlier
+        for f in entry.get("file_list", []) if f.get("status") in ("loaded", "partial") and f.get("hash")
+    }
+    paths = [d["path"] for d in summary.file_details if d["status"] in ("loaded", "partial") and d["hash"] in hashes]
+    if not paths or not adds:
+        return adds
+
+    def counted(dropped: pa.Table) -> None:
+        kinds = Counter(dropped.column("kind").to_pylist())
+        summary.rejected -= kinds.get("rejected", 0)
+        summary.skipped -= kinds.get("skipped", 0)
+        summary.duplicates += dropped.num_rows
+        for reason in dropped.column("reason").to_pylist():
+            key = _reason_key(reason)
+            summary.reject_reasons[key] -= 1
+            if not summary.reject_reasons[key]:
+                del summary.reject_reasons[key]
+
+    return _rewritten_without(root, adds, "source_file", pa.array(paths, pa.string()), counted)
+
+
+def _rewritten_without(
+    root: str, adds: list[AddAction], column: str, values: pa.Array | pa.ChunkedArray, counted: Callable[[pa.Table], None]
+) -> list[AddAction]:
+    """This load's files again without the rows whose ``column`` is among ``values`` (handed to ``counted``)."""
     kept: list[AddAction] = []
     for add in adds:
-        path = os.path.join(uri, add.path)
+        path = os.path.join(root, add.path)
         table = pq.read_table(path)
-        keep = pc.invert(pc.is_in(table.column("event_id"), value_set=clash_ids))
-        remaining = table.filter(keep)
-        dropped = table.num_rows - remaining.num_rows
-        if dropped == 0:
+        drop = pc.is_in(table.column(column), value_set=values)
+        dropped = table.filter(drop)
+        if dropped.num_rows == 0:
             kept.append(add)
             continue
-        summary.written -= dropped
-        summary.duplicates += dropped
+        counted(dropped)
+        remaining = table.filter(pc.invert(drop))
         if remaining.num_rows:
             new_path = add.path.replace(".parquet", "-r.parquet")
-            pq.write_table(remaining, os.path.join(uri, new_path), compression=_PARQUET_COMPRESSION)
-            kept.append(_added_file(uri, new_path, add.partition_values, remaining.num_rows))
+            pq.write_table(remaining, os.path.join(root, new_path), compression=_PARQUET_COMPRESSION)
+            kept.append(_added_file(root, new_path, add.partition_values, remaining.num_rows))
         os.remove(path)
     return kept
 
@@ -813,8 +856,9 @@ def ingest(
         written_columns = {name: pointer for name, pointer in user_columns.new.items() if name in columns_seen}
         with _commit_lock(uri):
             # Loads may run side by side: events another load committed since this one
-            # started are duplicates here too, and are taken out before committing; and
-            # the names of new columns are fitted to those the other loads gave.
+            # started are duplicates here too, and are taken out before committing, as are the
+            # rejected and skipped records of files such a load read; and the names of new
+            # columns are fitted to those the other loads gave.
             meanwhile = _open_table(uri, must_exist=False)
             if meanwhile is not None and (delta is None or meanwhile.version() != delta.version()):
                 event_adds = _drop_concurrent_duplicates(uri, start_files, event_adds, con, summary)
@@ -827,6 +871,10 @@ def ingest(
                     columns_seen = {renames.get(n, n): f.with_name(renames.get(n, n)) for n, f in columns_seen.items()}
                     written_columns = {renames.get(n, n): pointer for n, pointer in written_columns.items()}
                 existing_names = meanwhile.schema().to_arrow().names
+                if not force:
+                    quarantine_adds = _drop_records_of_files_loaded_meanwhile(
+                        quarantine_root, quarantine_adds, delta, meanwhile, summary
+                    )
             summary.new_columns = sorted(set(written_columns) - set(existing_names))
             if quarantine_adds:
                 quarantine_table = _open_quarantine(quarantine_root)
