@@ -425,7 +425,7 @@ def _stage1_sql() -> str:
     ids = ", ".join(f"r.data.{_sql_ident(k)}" for k in ("id", "pushNotificationId", "campaignId", "notificationId"))
     # One parse per line: a line the parser refuses gives NULL, and only then is it checked again.
     parsed = (
-        "SELECT raw, source_file, source_line, CASE WHEN r IS NOT NULL THEN true ELSE json_valid(raw) END AS ok, r FROM "
+        "SELECT raw, source_file, source_line, _position, CASE WHEN r IS NOT NULL THEN true ELSE json_valid(raw) END AS ok, r FROM "
         f"(SELECT *, try(from_json(raw, {_sql_string(envelope)})) AS r FROM lines WHERE raw IS NOT NULL)"
     )
     kind = f"""CASE
@@ -446,10 +446,10 @@ def _stage1_sql() -> str:
             THEN 'no data object' ELSE 'no data object: data is a JSON ' || _json_kind(json_type(raw, '$.data')) END
         END"""
     classified = (
-        f"SELECT raw, source_file, source_line, ok, r, {kind} AS kind FROM ({parsed})"
+        f"SELECT raw, source_file, source_line, _position, ok, r, {kind} AS kind FROM ({parsed})"
     )
     typed = [
-        "raw", "source_file", "source_line", "kind",
+        "raw", "source_file", "source_line", "_position", "kind",
         f"CASE WHEN kind IN ('rejected', 'skipped') THEN {why} END AS set_aside_reason",
         "CASE WHEN json_type(r.trigger) = 'VARCHAR' THEN r.trigger ->> '$' END AS trigger",
         "coalesce(r.appId, r.data.appId) AS app_id", "r.region AS region", "r.webhook AS webhook_id",
@@ -457,7 +457,8 @@ def _stage1_sql() -> str:
         "END AS _unknown",
     ]
     final = [
-        "raw", "source_file", "source_line", "kind", "set_aside_reason", "trigger", "app_id", "region", "webhook_id",
+        "raw", "source_file", "source_line", "_position", "kind", "set_aside_reason", "trigger", "app_id", "region",
+        "webhook_id",
     ]
     canonical = ["trigger", "app_id"]
     reasons = []
@@ -530,12 +531,13 @@ def _stage1_sql() -> str:
 
 
 def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
-    """One query for a whole batch: classification, typed fields, user columns and the event id."""
+    """One query over the staged batch: typed fields, user columns and the event id of every record."""
+    objects = (variables, metadata, content)
     core = []
     for column in CORE_SCHEMA.names:
         if column == "event_id":
             parts = ", ".join(
-                ["canonical_core", variables.canonical, metadata.canonical, content.canonical,
+                ["canonical_core", *(f"coalesce(_{leaves.tag}_canonical, '')" for leaves in objects),
                  f"coalesce({_canonical_sql('extra_json', 'nested')}, '')"]
             )
             core.append(f"CASE WHEN kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id")
@@ -551,7 +553,8 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
         else:
             core.append(column)
     select = (
-        core + variables.columns + metadata.columns + list(RAW_JSON_COLUMNS.names) + ["source_file", "source_line"]
+        core + [_sql_ident(name) for name in variables.names + metadata.names] + list(RAW_JSON_COLUMNS.names)
+        + ["source_file", "source_line"]
         + [
             "CASE WHEN kind = 'event' AND typed_reason IS NULL THEN 'event' "
             "WHEN kind = 'event' THEN 'rejected' ELSE kind END AS _kind",
@@ -559,9 +562,28 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
             "CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN rtrim(raw, chr(13) || chr(10)) END AS _raw",
         ]
     )
-    inner = "".join(f", {expression}" for expression in variables.inner + metadata.inner + content.inner)
-    joins = variables.join + metadata.join + content.join
-    return f"SELECT {', '.join(select)} FROM (SELECT *{inner} FROM ({_STAGE1_SQL}){joins})"
+    joins = "".join(
+        f" LEFT JOIN ({_distinct_objects_sql(leaves)}) ON {leaves.source} = _{leaves.tag}_value" for leaves in objects
+    )
+    return f"SELECT {', '.join(select)} FROM {_STAGED}{joins}"
+
+
+def _distinct_objects_sql(leaves: _Leaves) -> str:
+    """The hash text and user columns of each distinct value of one user object in the batch.
+
+    Objects repeat across a campaign's events (one content, a few metadata
+    values), so each is read once however many records hold it.
+    """
+    inner = "".join(f", {expression}" for expression in leaves.inner)
+    columns = "".join(f", {expression}" for expression in leaves.columns)
+    return (
+        f"SELECT {leaves.source} AS _{leaves.tag}_value, {leaves.canonical} AS _{leaves.tag}_canonical{columns} "
+        f"FROM (SELECT *{inner} FROM {_objects_table(leaves.source)}{leaves.join})"
+    )
+
+
+def _objects_table(source: str) -> str:
+    return f"_objects_{source}"
 
 
 _MACROS: Final[tuple[str, ...]] = (
@@ -577,12 +599,28 @@ _MACROS: Final[tuple[str, ...]] = (
     "WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' ELSE 'number' END",
 )
 _STAGE1_SQL: Final[str] = _stage1_sql()
-# The shapes of the user objects in a batch, to know which leaves become columns.
-_STRUCTURES_SQL: Final[str] = (
-    "SELECT json_structure(v[1]), json_structure(v[2]), json_structure(v[3]), min(_position) AS first FROM "
-    "(SELECT try(json_extract(raw, ['/data/variables', '/data/metadata', '/data/content'])) AS v, _position FROM lines) "
-    "GROUP BY ALL ORDER BY first"
+# The batch after stage 1, held for the queries that follow; raw lines only where a record is set aside.
+_STAGED: Final[str] = "_staged_batch"
+_STAGE_SQL: Final[str] = (
+    f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS SELECT * REPLACE "
+    f"(CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN raw END AS raw) FROM ({_STAGE1_SQL})"
 )
+
+
+def _objects_sql(source: str) -> str:
+    """The distinct values of one user object in the staged batch, each with the position of its first record."""
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {_objects_table(source)} AS SELECT {source}, min(_position) AS _first "
+        f"FROM {_STAGED} WHERE {source} IS NOT NULL GROUP BY ALL"
+    )
+
+
+def _structures_sql(source: str) -> str:
+    """The shapes of one user object in the batch, in the order of their first record, to know which leaves become columns."""
+    return (
+        f"SELECT json_structure({source}) AS shape, min(_first) AS first FROM {_objects_table(source)} "
+        "GROUP BY shape ORDER BY first"
+    )
 
 
 def connect(*, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -739,16 +777,21 @@ def _pointer_keys(pointer: str) -> list[str]:
 
 @dataclass(slots=True)
 class _Leaves:
-    """The SQL that flattens one user object of a batch.
+    """The SQL that flattens one user object of a batch, each distinct value once.
 
-    ``own`` (when set) maps each shape of the object in the batch to what
-    each of the batch's paths is in it (or, past _MAX_HASHED_PATHS paths, to
-    its own leaves); the batch query joins it on the shape to hash every row
-    by its own leaves.
+    ``inner`` reads the value (the JSON column ``source``) at the batch's
+    paths; ``columns`` and ``canonical`` then give its user columns (named in
+    ``names``) and its hash text. ``own`` (when set) maps each shape of the
+    object in the batch to what each of the batch's paths is in it (or, past
+    _MAX_HASHED_PATHS paths, to its own leaves); it is joined on the shape to
+    hash every value by its own leaves.
     """
 
+    source: str
+    tag: str
     inner: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
     canonical: str = "NULL"
     too_deep: int = 0
     own: pa.Table | None = None
@@ -852,7 +895,8 @@ def _leaves_sql(
     Past _MAX_HASHED_PATHS paths, each row is read at its own leaves only.
     Either way a row's event id never depends on what else shares its batch.
     """
-    out = _Leaves()
+    tag = re.sub(r"\W", "_", source)
+    out = _Leaves(source, tag)
     shapes: dict[str, dict[tuple[str, ...], str]] = {}
     kinds: dict[tuple[str, ...], set[str]] = {}
     for text in structures:
@@ -875,7 +919,6 @@ def _leaves_sql(
     interior = {path[:i] for path in leaves for i in range(1, len(path))}
     paths = sorted(leaves)
     pointers = ", ".join(_sql_string(_json_pointer(p)) for p in paths)
-    tag = re.sub(r"\W", "_", source)
     masked = [leaves[p] == "maybe-object" or (p in interior) for p in paths]
 
     # Read once per row at every path of the batch: the JSON text of each leaf (an object's
@@ -962,6 +1005,7 @@ def _leaves_sql(
     for name, parts in sorted(by_column.items()):
         expression = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
         out.columns.append(f"{expression} AS {_sql_ident(name)}")
+        out.names.append(name)
     return out
 
 
@@ -1035,23 +1079,30 @@ def flatten_batch(
         user_columns = UserColumns(max_columns=limits.max_user_columns)
     # Arrival order within the batch, so new leaves are named in the order they first come.
     con.register("lines", lines.append_column("_position", pa.array(np.arange(lines.num_rows, dtype=np.int64))))
+    sources = ("variables_json", "metadata_json", "content_json")
+    own: dict[str, pa.Table] = {}
     try:
-        structures = con.execute(_STRUCTURES_SQL).fetchall()
+        con.execute(_STAGE_SQL)
+        con.unregister("lines")
+        structures = []
+        for source in sources:
+            con.execute(_objects_sql(source))
+            structures.append([row[0] for row in con.execute(_structures_sql(source)).fetchall()])
         capped: set[str] = set()
         with naming or nullcontext():
-            variables = _leaves_sql((row[0] for row in structures), "variables_json", "variables", limits, user_columns, capped)
-            metadata = _leaves_sql((row[1] for row in structures), "metadata_json", "metadata", limits, user_columns, capped)
-        content = _leaves_sql((row[2] for row in structures), "content_json", None, limits, user_columns, capped)
+            variables = _leaves_sql(structures[0], "variables_json", "variables", limits, user_columns, capped)
+            metadata = _leaves_sql(structures[1], "metadata_json", "metadata", limits, user_columns, capped)
+        content = _leaves_sql(structures[2], "content_json", None, limits, user_columns, capped)
         own = {leaves.own_name: leaves.own for leaves in (variables, metadata, content) if leaves.own is not None}
         for name, table in own.items():
             con.register(name, table)
-        try:
-            out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
-        finally:
-            for name in own:
-                con.unregister(name)
+        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
     finally:
+        for name in own:
+            con.unregister(name)
         con.unregister("lines")
+        for table in (_STAGED, *map(_objects_table, sources)):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
     kinds = out.column("_kind")
     is_event = pc.equal(kinds, "event")
     # Usually every record is an event: then no copy of the batch is needed.
