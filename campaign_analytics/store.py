@@ -39,6 +39,7 @@ from deltalake import DeltaTable, Field, Schema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
 
+from ._event_ids import EventIdSet, id_words
 from ._order import JSON_NUMBER
 from .errors import ParameterError, TableError
 from .flatten import (
@@ -417,11 +418,10 @@ def _partition_parts(table: pa.Table, column: str) -> Iterator[tuple[Any, pa.Tab
 class _Deduplicator:
     """Event ids already in the table (for the days a load touches) or earlier in the load."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: DeltaTable | None) -> None:
-        self.con = con
+    def __init__(self, table: DeltaTable | None) -> None:
         self.table = table
         self.loaded_days: set[dt.date] = set()
-        con.execute("CREATE OR REPLACE TEMP TABLE seen (event_id VARCHAR)")
+        self.seen = EventIdSet()
 
     def new_rows(self, events: pa.Table) -> pa.Table:
         """Rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
@@ -429,33 +429,11 @@ class _Deduplicator:
         if days and self.table is not None:
             files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
             if files:
-                self.con.execute("INSERT INTO seen SELECT event_id FROM read_parquet(?)", [files])
+                stored = pq.ParquetDataset(files).read(columns=["event_id"])
+                self.seen.add_new(id_words(stored.column("event_id")), pa.table({"row": np.arange(stored.num_rows)}))
         self.loaded_days |= days
-        keys = pa.table(
-            {
-                "event_id": events.column("event_id"),
-                "source_file": events.column("source_file"),
-                "source_line": events.column("source_line"),
-                "rid": pa.array(np.arange(events.num_rows, dtype=np.int64)),
-            }
-        )
-        self.con.register("incoming", keys)
-        try:
-            keep = self.con.sql(
-                "SELECT arg_min(i.rid, (i.source_file, i.source_line)) AS rid, i.event_id FROM incoming i "
-                "ANTI JOIN seen s ON i.event_id = s.event_id GROUP BY i.event_id"
-            ).to_arrow_table()
-        finally:
-            self.con.unregister("incoming")
-        self.con.register("fresh", keep)
-        try:
-            self.con.execute("INSERT INTO seen SELECT event_id FROM fresh")
-        finally:
-            self.con.unregister("fresh")
-        if keep.num_rows == events.num_rows:
-            return events
-        rids = keep.column("rid")
-        return events.take(pc.take(rids, pc.sort_indices(rids)))
+        rows = self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
+        return events if len(rows) == events.num_rows else events.take(pa.array(rows))
 
 
 def _line_batches(
@@ -816,7 +794,6 @@ def ingest(
     existing_names = delta.schema().to_arrow().names if delta is not None else []
     user_columns = UserColumns(_column_paths(delta), max_columns=limits.max_user_columns)
     con = connect(threads=_DUCKDB_THREADS, memory_limit=f"{_MEMORY_LIMIT_BYTES}B")
-    dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events_writer = _PartitionWriter(uri, load_id, partition=PARTITION_COLUMN)
     quarantine_root = os.path.join(uri, QUARANTINE_DIR)
     quarantine_writer = _PartitionWriter(quarantine_root, load_id, partition=None)
@@ -834,7 +811,7 @@ def ingest(
 
     try:
         _run(
-            to_read, con, _Deduplicator(dedupe_con, delta), limits, user_columns, summary,
+            to_read, con, _Deduplicator(delta), limits, user_columns, summary,
             batch_records=batch_records, progress=bar, on_events=write_events,
             on_quarantine=quarantine_writer.write, ingested_at=started, digests=hashed_while_read, stopped=stopped,
         )
@@ -906,7 +883,6 @@ def ingest(
     finally:
         if bar is not None:
             bar.close()
-        dedupe_con.close()
         con.close()
     return summary
 
@@ -1430,17 +1406,15 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
     started = _now()
     summary = LoadSummary(load_id="in-memory", table="", started_at=started.isoformat(), files=len(files))
     con = connect(threads=_DUCKDB_THREADS, memory_limit=f"{_MEMORY_LIMIT_BYTES}B")
-    dedupe_con = con.cursor()  # the writer stage's own connection to the same database
     events: list[pa.Table] = []
     quarantine: list[pa.Table] = []
     try:
         _run(
-            files, con, _Deduplicator(dedupe_con, None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
+            files, con, _Deduplicator(None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
             on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
         )
     finally:
-        dedupe_con.close()
         con.close()
     if events:
         arrow = _with_provenance(pa.concat_tables(events, promote_options="default"), None, started)
