@@ -429,8 +429,10 @@ class _Deduplicator:
         if days and self.table is not None:
             files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
             if files:
-                stored = pq.ParquetDataset(files).read(columns=["event_id"])
-                self.seen.add_new(id_words(stored.column("event_id")), pa.table({"row": np.arange(stored.num_rows)}))
+                # Read a file at a time: only the 16-byte form of the ids stays in memory.
+                words = [id_words(pq.read_table(file, columns=["event_id"]).column("event_id")) for file in files]
+                high, low = (np.concatenate([w[i] for w in words]) for i in (0, 1))
+                self.seen.add_new((high, low), pa.table({"row": np.arange(len(high))}))
         self.loaded_days |= days
         rows = self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
         return events if len(rows) == events.num_rows else events.take(pa.array(rows))
