@@ -4,6 +4,9 @@ Records arrive as raw lines (from :mod:`campaign_analytics.sources`) and are
 parsed, sorted into event / rejected / skipped, typed and flattened by DuckDB,
 batch by batch, with no per-record Python. Only records that fail (invalid
 JSON, invalid UTF-8, oversize) pass through Python, to name what is wrong.
+A batch is parsed once and held in a temporary table; each distinct value of
+``variables``, ``metadata`` and ``content`` in it is then flattened once and
+joined back, since a campaign's events share most of these objects.
 
 User-defined leaves are stored as text so the table schema never depends on
 arrival order: a key that is ``15`` in one event and ``"10%"`` in another is
