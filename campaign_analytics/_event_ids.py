@@ -7,6 +7,8 @@ of rebuilding a hash table of everything seen for every batch.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import TypeAlias
 
 import numpy as np
@@ -18,19 +20,24 @@ __all__ = ["EventIdSet", "id_words"]
 Words: TypeAlias = tuple[np.ndarray, np.ndarray]
 
 _DIGITS = 32
+_ID_FORM = re.compile(r"[0-9a-f]{32}")
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 for _value, _digit in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_digit] = _value
-    _HEX_VALUE[bytes([_digit]).upper()[0]] = _value
 
 
 def id_words(ids: pa.Array | pa.ChunkedArray) -> Words:
-    """The high and low 64-bit words of each event id (32 hex digits).
+    """The high and low 64-bit words of each event id.
+
+    An id of this package's form (32 lowercase hex digits) is read as the
+    number it spells. Any other text (an id written by another tool) stands
+    for the MD5 of its UTF-8 bytes, so two ids are one key only when their
+    texts are equal (but for a 1 in 2**128 chance).
 
     Raises
     ------
     ValueError
-        An id is null or not 32 hex digits.
+        An id is null.
 
     Examples
     --------
@@ -44,16 +51,23 @@ def id_words(ids: pa.Array | pa.ChunkedArray) -> Words:
     n = len(ids)
     if ids.null_count:
         raise ValueError("an event id is null")
+    if not n:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64)
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=n + 1, offset=ids.offset * 4)
     start, end = int(offsets[0]), int(offsets[-1])
-    if end - start != n * _DIGITS or not np.all(np.diff(offsets) == _DIGITS):
-        raise ValueError(f"an event id is not {_DIGITS} hex digits")
-    digits = _HEX_VALUE[np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=end - start, offset=start)]
-    if n and digits.max() > 15:
-        raise ValueError(f"an event id is not {_DIGITS} hex digits")
-    pairs = digits.reshape(n, _DIGITS // 2, 2)
-    octets = (pairs[:, :, 0] << 4) | pairs[:, :, 1]
-    words = np.ascontiguousarray(octets).view(">u8").reshape(n, 2).astype(np.uint64)
+    if end - start == n * _DIGITS and np.all(np.diff(offsets) == _DIGITS):
+        digits = _HEX_VALUE[np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=end - start, offset=start)]
+        if digits.max() <= 15:
+            return _words(((digits[0::2] << 4) | digits[1::2]).reshape(n, _DIGITS // 2))
+    octets = [
+        bytes.fromhex(text) if _ID_FORM.fullmatch(text) else hashlib.md5(text.encode()).digest()
+        for text in ids.to_pylist()
+    ]
+    return _words(np.frombuffer(b"".join(octets), dtype=np.uint8).reshape(n, 16))
+
+
+def _words(octets: np.ndarray) -> Words:
+    words = np.ascontiguousarray(octets).view(">u8").reshape(len(octets), 2).astype(np.uint64)
     return words[:, 0].copy(), words[:, 1].copy()
 
 

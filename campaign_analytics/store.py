@@ -430,7 +430,7 @@ class _Deduplicator:
             files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
             if files:
                 # Read a file at a time: only the 16-byte form of the ids stays in memory.
-                words = [id_words(pq.read_table(file, columns=["event_id"]).column("event_id")) for file in files]
+                words = [id_words(pc.drop_null(pq.read_table(file, columns=["event_id"]).column("event_id"))) for file in files]
                 high, low = (np.concatenate([w[i] for w in words]) for i in (0, 1))
                 self.seen.add_new((high, low), pa.table({"row": np.arange(len(high))}))
         self.loaded_days |= days

@@ -63,18 +63,26 @@ def test_ids_that_share_a_high_word_stay_apart() -> None:
     assert len(seen) == 3
 
 
-def test_id_words_reads_hex_of_either_case_and_chunked_input() -> None:
-    chunked = pa.chunked_array([["ABCDEF0123456789" * 2], ["0" * 31 + "1"]])
+def test_id_words_reads_hex_and_chunked_or_sliced_input() -> None:
+    chunked = pa.chunked_array([["abcdef0123456789" * 2], ["0" * 31 + "1"]])
     high, low = id_words(chunked)
     assert high.tolist() == [0xABCDEF0123456789, 0] and low.tolist() == [0xABCDEF0123456789, 1]
     assert id_words(pa.array(["f" * 32, "e" * 32]).slice(1))[0].tolist() == [0xEEEEEEEEEEEEEEEE]
     assert [len(w) for w in id_words(pa.array([], pa.string()))] == [0, 0]
 
 
-@pytest.mark.parametrize("bad", [["a" * 31], ["g" * 32], [None], ["a" * 33]])
-def test_id_words_refuses_what_is_not_an_event_id(bad: list[str | None]) -> None:
-    with pytest.raises(ValueError, match="event id"):
-        id_words(pa.array(bad, pa.string()))
+def test_ids_of_another_form_are_keyed_by_their_text() -> None:
+    odd = ["A" * 32, "a" * 31, "g" * 32, "a" * 33, "id-7", "", "é"]
+    seen = EventIdSet()
+    order = pa.table({"line": np.arange(len(odd) + 1)})
+    ids = pa.array([*odd, "a" * 32])
+    assert seen.add_new(id_words(ids), order).tolist() == list(range(len(odd) + 1))
+    assert seen.add_new(id_words(pa.array(["a" * 32, "A" * 32, "id-7", "id-8"])), order.slice(0, 4)).tolist() == [3]
+
+
+def test_id_words_refuses_a_null_id() -> None:
+    with pytest.raises(ValueError, match="null"):
+        id_words(pa.array(["a" * 32, None], pa.string()))
 
 
 def test_large_sets_stay_sorted_and_exact() -> None:
