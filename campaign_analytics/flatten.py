@@ -1105,7 +1105,7 @@ def flatten_batch(
             con.unregister(name)
         con.unregister("lines")
         for table in (_STAGED, *map(_objects_table, sources)):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
     kinds = out.column("_kind")
     is_event = pc.equal(kinds, "event")
     # Usually every record is an event: then no copy of the batch is needed.

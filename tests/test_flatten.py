@@ -870,3 +870,26 @@ def test_property_garbage_never_raises_and_is_rejected(lines, content, name):
     assert len(from_lines) == sum(1 for line in lines if line.strip(b" \t\r\n"))
     assert all(2 <= line <= len(lines) + 1 for line in from_lines["source_line"])
     assert set(from_lines["kind"]) <= {"rejected", "skipped"}
+
+
+def test_a_batch_that_fails_leaves_the_connection_own_tables_alone(monkeypatch):
+    """The batch's working tables are temporary; a failed batch drops only those, never a table of the same name."""
+    import duckdb
+
+    import campaign_analytics.flatten as flatten
+    from campaign_analytics.sources import Chunk
+
+    con = flatten.connect()
+    con.execute("CREATE TABLE _staged_batch AS SELECT 1 AS mine")
+    con.execute("CREATE TABLE _objects_content_json AS SELECT 2 AS mine")
+    record = make_event("after_feed_item_read", id="f1", variables={"a": 1})
+    lines, _ = flatten.lines_table([Chunk.of("batch.ndjson", 1, [json.dumps(record).encode()])])
+    working = flatten._objects_sql
+    # A failure part way, before the last working table is made.
+    monkeypatch.setattr(flatten, "_objects_sql", lambda source: working(source) if source != "content_json" else "SELECT 1/")
+    with pytest.raises(duckdb.ParserException):
+        flatten.flatten_batch(con, lines)
+    assert con.execute("SELECT * FROM main._staged_batch, main._objects_content_json").fetchall() == [(1, 2)]
+    monkeypatch.undo()
+    assert flatten.flatten_batch(con, lines).events.column("variables__a").to_pylist() == ["1"]
+    assert con.execute("SELECT * FROM main._staged_batch, main._objects_content_json").fetchall() == [(1, 2)]
