@@ -465,6 +465,8 @@ def _stage1_sql() -> str:
     ]
     canonical = ["trigger", "app_id"]
     reasons = []
+    stamps: list[str] = []
+    converted: list[str] = []  # typed values computed from the layer above
     for name, (column, kind_) in _DATA_FIELDS.items():
         raw = f"r.data.{_sql_ident(name)}"
         if kind_ == "text":
@@ -473,9 +475,10 @@ def _stage1_sql() -> str:
         elif kind_ in ("int32", "int64"):
             sql_type = "INTEGER" if kind_ == "int32" else "BIGINT"
             typed.append(f"{raw} AS _raw_{column}")
-            typed.append(
-                f"CASE WHEN TRY_CAST({raw} AS DOUBLE) = floor(TRY_CAST({raw} AS DOUBLE)) "
-                f"THEN TRY_CAST(TRY_CAST({raw} AS DOUBLE) AS {sql_type}) END AS {column}"
+            typed.append(f"TRY_CAST({raw} AS DOUBLE) AS _number_{column}")
+            converted.append(
+                f"CASE WHEN _number_{column} = floor(_number_{column}) "
+                f"THEN TRY_CAST(_number_{column} AS {sql_type}) END AS {column}"
             )
             reasons.append(
                 f"CASE WHEN _raw_{column} IS NOT NULL AND {column} IS NULL THEN "
@@ -484,10 +487,11 @@ def _stage1_sql() -> str:
             canonical.append(f"coalesce(CAST({column} AS VARCHAR), _raw_{column})")
         elif kind_ == "list":
             typed.append(f"CAST({raw} AS VARCHAR) AS _json_{column}")
-            typed.append(
-                f"CASE WHEN {raw} IS NULL THEN NULL ELSE CASE json_type({raw}) "
-                f"WHEN 'ARRAY' THEN from_json({raw}, '[\"VARCHAR\"]') WHEN 'NULL' THEN NULL "
-                f"WHEN 'VARCHAR' THEN [{raw} ->> '$'] ELSE [CAST({raw} AS VARCHAR)] END END AS {column}"
+            text = f"_json_{column}"
+            converted.append(
+                f"CASE WHEN {text} IS NULL THEN NULL ELSE CASE json_type({text}) "
+                f"WHEN 'ARRAY' THEN from_json({text}, '[\"VARCHAR\"]') WHEN 'NULL' THEN NULL "
+                f"WHEN 'VARCHAR' THEN [{text} ->> '$'] ELSE [{text}] END END AS {column}"
             )
             canonical.append(f"_json_{column}")
         elif kind_ == "json":
@@ -495,7 +499,8 @@ def _stage1_sql() -> str:
             typed.append(f"CAST({raw} AS VARCHAR) AS {column}")
         elif kind_ == "timestamp":
             typed.append(f"{raw} AS _raw_{column}")
-            typed.append(f"_ts_ms({raw}) AS {column}")
+            typed.append(f"TRY_CAST({raw} AS DOUBLE) AS _number_{column}")
+            stamps.append(column)
             reasons.append(
                 f"CASE WHEN _raw_{column} IS NOT NULL AND {column} IS NULL THEN "
                 f"'unparseable timestamp: {name}=' || left(_raw_{column}, 60) || "
@@ -529,7 +534,18 @@ def _stage1_sql() -> str:
         "CASE WHEN kind = 'event' THEN "
         f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '') END AS typed_reason",
     ]
-    with_time = f"SELECT *, {' '.join(event_time)} AS event_time FROM (SELECT {', '.join(typed)} FROM ({classified}))"
+    # Epoch seconds, epoch milliseconds (>= 1e11) or an ISO-8601 text; NULL when none of these or out of range.
+    # Each step is a layer of its own: written as one nested expression per field, the query
+    # would cost more to plan than to run.
+    converted += [
+        f"CASE WHEN _number_{c} IS NOT NULL THEN TRY_CAST(round(CASE WHEN abs(_number_{c}) >= {_MILLISECONDS_FROM} "
+        f"THEN _number_{c} ELSE _number_{c} * 1000 END) AS BIGINT) ELSE epoch_ms(TRY_CAST(_raw_{c} AS TIMESTAMPTZ)) END "
+        f"AS _ms_{c}"
+        for c in stamps
+    ]
+    in_range = ", ".join(f"CASE WHEN _ms_{c} >= {_MIN_EPOCH_MS} AND _ms_{c} < {_MAX_EPOCH_MS} THEN _ms_{c} END AS {c}" for c in stamps)
+    stamped = f"SELECT *, {in_range} FROM (SELECT *, {', '.join(converted)} FROM (SELECT {', '.join(typed)} FROM ({classified})))"
+    with_time = f"SELECT *, {' '.join(event_time)} AS event_time FROM ({stamped})"
     return f"SELECT {', '.join(final)} FROM ({with_time})"
 
 
@@ -579,9 +595,11 @@ def _distinct_objects_sql(leaves: _Leaves) -> str:
     """
     inner = "".join(f", {expression}" for expression in leaves.inner)
     columns = "".join(f", {expression}" for expression in leaves.columns)
+    # Each value read gets a name of its own, so the expressions that use it stay small to plan.
+    named = "".join(f", _{leaves.tag}_json[{i}] AS _{leaves.tag}_leaf{i}" for i in range(1, leaves.extracted + 1))
     return (
         f"SELECT {leaves.source} AS _{leaves.tag}_value, {leaves.canonical} AS _{leaves.tag}_canonical{columns} "
-        f"FROM (SELECT *{inner} FROM {_objects_table(leaves.source)}{leaves.join})"
+        f"FROM (SELECT *{named} FROM (SELECT *{inner} FROM {_objects_table(leaves.source)}{leaves.join}))"
     )
 
 
@@ -590,14 +608,6 @@ def _objects_table(source: str) -> str:
 
 
 _MACROS: Final[tuple[str, ...]] = (
-    f"CREATE OR REPLACE TEMP MACRO _epoch_ms_in_range(ms) AS "
-    f"CASE WHEN ms >= {_MIN_EPOCH_MS} AND ms < {_MAX_EPOCH_MS} THEN ms END",
-    "CREATE OR REPLACE TEMP MACRO _number_to_ms(x) AS "
-    f"TRY_CAST(round(CASE WHEN abs(x) >= {_MILLISECONDS_FROM} THEN x ELSE x * 1000 END) AS BIGINT)",
-    # Epoch seconds, epoch milliseconds (>= 1e11) or an ISO-8601 text; NULL when none of these.
-    "CREATE OR REPLACE TEMP MACRO _ts_ms(t) AS _epoch_ms_in_range(CASE "
-    "WHEN TRY_CAST(t AS DOUBLE) IS NOT NULL THEN _number_to_ms(TRY_CAST(t AS DOUBLE)) "
-    "ELSE epoch_ms(TRY_CAST(t AS TIMESTAMPTZ)) END)",
     "CREATE OR REPLACE TEMP MACRO _json_kind(t) AS CASE t WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' "
     "WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' ELSE 'number' END",
 )
@@ -800,6 +810,7 @@ class _Leaves:
     own: pa.Table | None = None
     own_name: str = ""
     join: str = ""
+    extracted: int = 0  # values read at once into _<tag>_json, each then named _<tag>_leaf<i>
 
 
 # Of the kinds a path has in different shapes of one batch, the one that decides how it is read.
@@ -937,7 +948,7 @@ def _leaves_sql(
         mode = "union, own kinds"
 
     def leaf(i: int, is_masked: bool) -> str:
-        value = f"_{tag}_json[{i}]"
+        value = f"_{tag}_leaf{i}"
         if mode == "union, own kinds":
             return f"CASE WHEN _{tag}_kinds[{i}] IS NOT NULL THEN {value} END"
         # Where another shape has an object (its leaves are read on their own), only an empty object is this leaf's value.
@@ -945,12 +956,13 @@ def _leaves_sql(
 
     if mode != "own paths":
         out.inner.append(f"json_extract({source}, [{pointers}]) AS _{tag}_json")
+        out.extracted = len(paths)
         pairs = []
         for i, (p, is_masked) in enumerate(zip(paths, masked, strict=True), start=1):
             if mode == "union":
                 hashed = _hash_text_sql(leaf(i, is_masked), leaves[p])
             else:
-                hashed = _own_hash_text_sql(f"_{tag}_json[{i}]", f"_{tag}_kinds[{i}]", kinds[p])
+                hashed = _own_hash_text_sql(f"_{tag}_leaf{i}", f"_{tag}_kinds[{i}]", kinds[p])
             pairs.append(f"{_sql_string(_json_pointer(p) + '=')} || {hashed}")
         out.canonical = f"coalesce({not_object}, concat_ws(chr(31), {', '.join(pairs)}), '')"
     if mode != "union":
@@ -994,6 +1006,7 @@ def _leaves_sql(
     if mode == "own paths":
         column_pointers = ", ".join(_sql_string(_json_pointer(p)) for _, p, _, _ in columns)
         out.inner.append(f"json_extract({source}, [{column_pointers}]) AS _{tag}_json")
+        out.extracted = len(columns)
         columns = [(n, p, m, name) for n, (_, p, m, name) in enumerate(columns, start=1)]
     # Read at the union of paths, these could give an element of a list the row holds: each is read only by its own shape.
     list_readers = _list_readers(kinds) if mode == "own paths" else set()
