@@ -417,9 +417,10 @@ def _stage1_sql() -> str:
     """Classify every line and extract typed fields of the events: one parse per line, the rest columnar.
 
     Layers: validity and one ``from_json`` into a struct of every known field;
-    the kind of record (event / rejected / skipped / blank) and why; typed
-    values, each cast once; then what depends on them (entity, stage,
-    event_time, a reject reason for typed values that do not parse).
+    the kind of record (event / rejected / skipped / blank) and why; the raw
+    values, each cast once; what is converted from those (whole numbers,
+    lists, timestamps and their range); then what depends on them (entity,
+    stage, event_time, a reject reason for typed values that do not parse).
     """
     data_struct = "{" + ",".join(f'"{name}":"{_struct_type(kind)}"' for name, (_, kind) in _DATA_FIELDS.items()) + "}"
     envelope = '{"trigger":"JSON","appId":"VARCHAR","region":"VARCHAR","webhook":"VARCHAR","data":' + data_struct + "}"
@@ -428,7 +429,8 @@ def _stage1_sql() -> str:
     ids = ", ".join(f"r.data.{_sql_ident(k)}" for k in ("id", "pushNotificationId", "campaignId", "notificationId"))
     # One parse per line: a line the parser refuses gives NULL, and only then is it checked again.
     parsed = (
-        "SELECT raw, source_file, source_line, _position, CASE WHEN r IS NOT NULL THEN true ELSE json_valid(raw) END AS ok, r FROM "
+        "SELECT raw, source_file, source_line, _position, "
+        "CASE WHEN r IS NOT NULL THEN true ELSE json_valid(raw) END AS ok, r FROM "
         f"(SELECT *, try(from_json(raw, {_sql_string(envelope)})) AS r FROM lines WHERE raw IS NOT NULL)"
     )
     kind = f"""CASE
@@ -543,8 +545,13 @@ def _stage1_sql() -> str:
         f"AS _ms_{c}"
         for c in stamps
     ]
-    in_range = ", ".join(f"CASE WHEN _ms_{c} >= {_MIN_EPOCH_MS} AND _ms_{c} < {_MAX_EPOCH_MS} THEN _ms_{c} END AS {c}" for c in stamps)
-    stamped = f"SELECT *, {in_range} FROM (SELECT *, {', '.join(converted)} FROM (SELECT {', '.join(typed)} FROM ({classified})))"
+    in_range = ", ".join(
+        f"CASE WHEN _ms_{c} >= {_MIN_EPOCH_MS} AND _ms_{c} < {_MAX_EPOCH_MS} THEN _ms_{c} END AS {c}" for c in stamps
+    )
+    stamped = (
+        f"SELECT *, {in_range} FROM "
+        f"(SELECT *, {', '.join(converted)} FROM (SELECT {', '.join(typed)} FROM ({classified})))"
+    )
     with_time = f"SELECT *, {' '.join(event_time)} AS event_time FROM ({stamped})"
     return f"SELECT {', '.join(final)} FROM ({with_time})"
 
@@ -629,7 +636,7 @@ def _objects_sql(source: str) -> str:
 
 
 def _structures_sql(source: str) -> str:
-    """The shapes of one user object in the batch, in the order of their first record, to know which leaves become columns."""
+    """The shapes of one user object in the batch, in the order of their first record (which leaves become columns)."""
     return (
         f"SELECT json_structure({source}) AS shape, min(_first) AS first FROM {_objects_table(source)} "
         "GROUP BY shape ORDER BY first"
