@@ -91,11 +91,12 @@ class EventIdSet:
     def __len__(self) -> int:
         return len(self._high)
 
-    def add_new(self, words: Words, order: pa.Table) -> np.ndarray:
+    def add_new(self, words: Words, order: pa.Table | None = None) -> np.ndarray:
         """Add the ids not in the set yet; the positions of the rows that added them, ascending.
 
         Of ids that occur more than once here, the row first by ``order``'s
-        columns (ascending; one row per id) is the one that adds it.
+        columns (ascending; one row per id) is the one that adds it, or the
+        first row without ``order``.
         """
         high, low = words
         n = len(high)
@@ -106,7 +107,7 @@ class EventIdSet:
         keep = np.ones(n, dtype=bool)
         repeat = (h[1:] == h[:-1]) & (l[1:] == l[:-1])
         if repeat.any():
-            keep = _firsts(by_id, repeat, order)[by_id]
+            keep = _firsts(by_id, repeat, pa.table({"row": np.arange(n)}) if order is None else order)[by_id]
         at = np.searchsorted(self._high, h)
         found = np.zeros(n, dtype=bool)
         candidates = np.flatnonzero(at < len(self._high))

@@ -432,7 +432,7 @@ class _Deduplicator:
                 # Read a file at a time: only the 16-byte form of the ids stays in memory.
                 words = [id_words(pc.drop_null(pq.read_table(file, columns=["event_id"]).column("event_id"))) for file in files]
                 high, low = (np.concatenate([w[i] for w in words]) for i in (0, 1))
-                self.seen.add_new((high, low), pa.table({"row": np.arange(len(high))}))
+                self.seen.add_new((high, low))
         self.loaded_days |= days
         rows = self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
         return events if len(rows) == events.num_rows else events.take(pa.array(rows))

@@ -80,6 +80,11 @@ def test_ids_of_another_form_are_keyed_by_their_text() -> None:
     assert seen.add_new(id_words(pa.array(["a" * 32, "A" * 32, "id-7", "id-8"])), order.slice(0, 4)).tolist() == [3]
 
 
+def test_without_an_order_the_first_row_of_an_id_adds_it() -> None:
+    seen = EventIdSet()
+    assert seen.add_new(id_words(pa.array(["b" * 32, "a" * 32, "b" * 32, "a" * 32]))).tolist() == [0, 1]
+
+
 def test_id_words_refuses_a_null_id() -> None:
     with pytest.raises(ValueError, match="null"):
         id_words(pa.array(["a" * 32, None], pa.string()))
