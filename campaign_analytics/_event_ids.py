@@ -103,28 +103,31 @@ class EventIdSet:
         by_id = np.argsort(high, kind="stable")
         if n > 1 and np.any((high[by_id][1:] == high[by_id][:-1]) & (low[by_id][1:] != low[by_id][:-1])):
             by_id = np.lexsort((low, high))  # two ids share a high word: equal ids must be side by side
-        h, l = high[by_id], low[by_id]
+        sorted_high, sorted_low = high[by_id], low[by_id]
         keep = np.ones(n, dtype=bool)
-        repeat = (h[1:] == h[:-1]) & (l[1:] == l[:-1])
+        repeat = (sorted_high[1:] == sorted_high[:-1]) & (sorted_low[1:] == sorted_low[:-1])
         if repeat.any():
             keep = _firsts(by_id, repeat, pa.table({"row": np.arange(n)}) if order is None else order)[by_id]
-        at = np.searchsorted(self._high, h)
+        at = np.searchsorted(self._high, sorted_high)
         found = np.zeros(n, dtype=bool)
         candidates = np.flatnonzero(at < len(self._high))
-        candidates = candidates[self._high[at[candidates]] == h[candidates]]
-        ends = np.searchsorted(self._high, h[candidates], side="right")
+        candidates = candidates[self._high[at[candidates]] == sorted_high[candidates]]
+        ends = np.searchsorted(self._high, sorted_high[candidates], side="right")
         single = ends - at[candidates] == 1
-        found[candidates[single]] = self._low[at[candidates[single]]] == l[candidates[single]]
+        found[candidates[single]] = self._low[at[candidates[single]]] == sorted_low[candidates[single]]
         for k, end in zip(candidates[~single].tolist(), ends[~single].tolist(), strict=True):
-            found[k] = bool((self._low[at[k]:end] == l[k]).any())
+            found[k] = bool((self._low[at[k]:end] == sorted_low[k]).any())
         new = keep & ~found
-        self._high = np.insert(self._high, at[new], h[new])
-        self._low = np.insert(self._low, at[new], l[new])
+        self._high = np.insert(self._high, at[new], sorted_high[new])
+        self._low = np.insert(self._low, at[new], sorted_low[new])
         return np.sort(by_id[new])
 
 
 def _firsts(by_id: np.ndarray, repeat: np.ndarray, order: pa.Table) -> np.ndarray:
-    """Per row, whether it is the first of its id by ``order`` (rows sorted by id in ``by_id``; ``repeat``: same id as the one before)."""
+    """Per row, whether it is the first of its id by ``order``.
+
+    ``by_id`` lists the rows sorted by id; ``repeat`` says, along it, which row has the id of the one before.
+    """
     n = len(by_id)
     group = np.empty(n, dtype=np.int64)
     group[by_id] = np.concatenate([[0], np.cumsum(~repeat)])
