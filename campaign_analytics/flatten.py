@@ -1035,6 +1035,10 @@ def _leaves_sql(
 _INVALID_JSON: Final[str] = "invalid JSON"
 # Past this many distinct leaf paths in a batch, each row is read by its own shape's leaves.
 _MAX_HASHED_PATHS: Final[int] = 256
+# Rows per Arrow record batch of a flattened batch. DuckDB grows each Arrow buffer by
+# reallocation as rows come; in small pieces the memory is reused instead of copied into
+# fresh pages (a whole 50,000-record batch at once: about 10,000 page faults more, 10% slower).
+_ARROW_BATCH_ROWS: Final[int] = 8192
 
 
 def _explain_invalid(quarantine: pa.Table) -> pa.Table:
@@ -1119,7 +1123,7 @@ def flatten_batch(
         own = {leaves.own_name: leaves.own for leaves in (variables, metadata, content) if leaves.own is not None}
         for name, table in own.items():
             con.register(name, table)
-        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table()
+        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table(batch_size=_ARROW_BATCH_ROWS)
     finally:
         for name in own:
             con.unregister(name)
