@@ -460,21 +460,34 @@ def _read_lines(path: str, stream: _Blocks, chunk_records: int, max_record_bytes
             skipped = None
             block = block[cut + 1:]
             line_number += 1
-        data = carry + block if carry else block
-        codes = np.frombuffer(data, dtype=np.uint8)
-        if len(is_line_feed) < len(codes):
-            is_line_feed = np.empty(len(codes), dtype=bool)  # reused: a new one per block costs fresh pages
-        ends = np.flatnonzero(np.equal(codes, 0x0A, out=is_line_feed[: len(codes)]))
-        if len(ends):
-            lines, oversize = _block_lines(data, ends, max_record_bytes)
-            for start in range(0, len(lines), chunk_records):
-                stop = min(start + chunk_records, len(lines))
-                inside = {i - start: marker for i, marker in oversize.items() if start <= i < stop}
-                yield Chunk(path, line_number + start, lines.slice(start, stop - start), inside)
-            line_number += len(lines)
-            carry = data[int(ends[-1]) + 1:]
-        else:
-            carry = data
+        begin = 0
+        if carry:
+            # The line begun in the block before is put together on its own, so the rest of this
+            # block is used as read (joining the two blocks would copy every byte once more).
+            cut = block.find(b"\n")
+            if cut < 0:
+                carry += block
+            else:
+                joined = carry + block[:cut + 1]
+                yield Chunk(path, line_number, *_block_lines(joined, np.array([len(joined) - 1]), max_record_bytes))
+                line_number += 1
+                carry = b""
+                begin = cut + 1
+        if not carry:
+            codes = np.frombuffer(block, dtype=np.uint8, offset=begin)
+            if len(is_line_feed) < len(codes):
+                is_line_feed = np.empty(len(codes), dtype=bool)  # reused: a new one per block costs fresh pages
+            ends = np.flatnonzero(np.equal(codes, 0x0A, out=is_line_feed[: len(codes)])) + begin
+            if len(ends):
+                lines, oversize = _block_lines(block, ends, max_record_bytes, begin=begin)
+                for start in range(0, len(lines), chunk_records):
+                    stop = min(start + chunk_records, len(lines))
+                    inside = {i - start: marker for i, marker in oversize.items() if start <= i < stop}
+                    yield Chunk(path, line_number + start, lines.slice(start, stop - start), inside)
+                line_number += len(lines)
+                carry = block[int(ends[-1]) + 1:]
+            else:
+                carry = block[begin:]
         if len(carry) > max_record_bytes:
             skipped, preview, carry = len(carry), carry[:OVERSIZE_PREVIEW_BYTES], b""
     if stream.error is not None:
@@ -487,11 +500,13 @@ def _read_lines(path: str, stream: _Blocks, chunk_records: int, max_record_bytes
     return line_number, b""
 
 
-def _block_lines(data: bytes, ends: np.ndarray, max_record_bytes: int) -> tuple[pa.BinaryArray, dict[int, Oversize]]:
-    """The complete lines of data (ends: positions of its line feeds), each with its line feed."""
+def _block_lines(
+    data: bytes, ends: np.ndarray, max_record_bytes: int, *, begin: int = 0
+) -> tuple[pa.BinaryArray, dict[int, Oversize]]:
+    """The complete lines of data from ``begin`` on (ends: positions of their line feeds), each with its line feed."""
     # A block is at most one read plus one record (max_record_bytes is capped at 1 GiB): 32-bit offsets hold it.
     offsets = np.empty(len(ends) + 1, dtype=np.int32)
-    offsets[0] = 0
+    offsets[0] = begin
     offsets[1:] = ends + 1
     lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     lengths = np.diff(offsets) - 1

@@ -12,6 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import campaign_analytics as ca
 from campaign_analytics import sources
@@ -301,6 +303,32 @@ def test_records_split_across_read_blocks(tmp_path, monkeypatch, read_size):
     read = _records(path, chunk_records=4)
     assert [pos for pos, _ in read] == [p for p in range(1, 14) if p != 6]
     assert [json.loads(raw) for _, raw in read] == [json.loads(line) for line in lines if line]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    final_newline=st.booleans(),
+    read_size=st.integers(1, 64),
+    max_record_bytes=st.integers(1, 50),
+)
+def test_lines_split_at_every_block_size_as_a_plain_split(
+    tmp_path, monkeypatch, lines, final_newline, read_size, max_record_bytes
+):
+    monkeypatch.setattr(sources, "_READ_SIZE", read_size)
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(data)
+    (file,) = find_files(str(path))
+    got: dict[int, bytes | int] = {}
+    for chunk in read_chunks(file, chunk_records=3, max_record_bytes=max_record_bytes):
+        for offset, line in enumerate(chunk.lines.to_pylist()):
+            position = chunk.first_line + offset
+            assert position not in got
+            got[position] = chunk.oversize[offset].size if line is None else line.rstrip(b"\n")
+    # A line over the limit is not kept: a marker with its size stands in for it. Blank lines may be left out.
+    expected = {k: len(v) if len(v) > max_record_bytes else v for k, v in enumerate(lines, start=1) if v}
+    assert {k: v for k, v in got.items() if v != b""} == expected
 
 
 def test_chunking_keeps_positions(tmp_path):
