@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import campaign_analytics as ca
@@ -53,6 +54,20 @@ def test_ingest_writes_a_table_and_the_counts_balance(tmp_path, table):
     assert sum(summary.reject_reasons.values()) == 2
     assert str(summary).startswith("load ")
     assert json.loads(json.dumps(summary.to_dict()))["records"] == 7
+
+
+def test_data_files_have_statistics_where_readers_can_skip_row_groups_with_them(tmp_path, table):
+    events = [make_event(id=f"f{i}", campaignId=f"c{i % 2}", variables={"n": i}) for i in range(5)]
+    ca.ingest(str(write_payload(tmp_path / "in.ndjson", events)), table)
+    (file,) = [os.path.join(root, n) for root, _, names in os.walk(table) for n in names if n.endswith(".parquet")]
+    row_group = pq.ParquetFile(file).metadata.row_group(0)
+    with_statistics = {
+        row_group.column(i).path_in_schema for i in range(row_group.num_columns) if row_group.column(i).is_stats_set
+    }
+    assert {"event_time", "sent_at", "template_version", "campaign_id", "trigger", "source_line"} <= with_statistics
+    assert not {"event_id", "item_id", "variables_json", "variables__n"} & with_statistics
+    (campaign,) = [row_group.column(i) for i in range(row_group.num_columns) if row_group.column(i).path_in_schema == "campaign_id"]
+    assert (campaign.statistics.min, campaign.statistics.max) == ("c0", "c1")
 
 
 def test_dedupe_within_a_file_keeps_the_first_copy(tmp_path, table):
