@@ -439,8 +439,8 @@ class _Deduplicator:
         self.loaded_days: set[dt.date] = set()
         self.seen = EventIdSet()
 
-    def new_rows(self, events: pa.Table) -> pa.Table:
-        """Rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
+    def new_rows(self, events: pa.Table) -> np.ndarray:
+        """Positions (ascending) of the rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
         days = set(pc.unique(events.column(PARTITION_COLUMN)).to_pylist()) - self.loaded_days
         if days and self.table is not None:
             files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
@@ -450,8 +450,25 @@ class _Deduplicator:
                 high, low = (np.concatenate([w[i] for w in words]) for i in (0, 1))
                 self.seen.add_new((high, low))
         self.loaded_days |= days
-        rows = self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
-        return events if len(rows) == events.num_rows else events.take(pa.array(rows))
+        return self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
+
+
+def _rows_at(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The rows at positions ``rows`` (no copy when that is all of them)."""
+    return table if len(rows) == table.num_rows else table.take(pa.array(rows))
+
+
+def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The rows at positions ``rows``; when they are copied anyway, those of one day together, in their order.
+
+    The writer then cuts each day's rows out without copying them again.
+    """
+    if len(rows) == table.num_rows:
+        return table
+    days = table.column(PARTITION_COLUMN)
+    if pa.types.is_date32(days.type) and not days.null_count:
+        rows = rows[np.argsort(days.cast(pa.int32()).to_numpy()[rows], kind="stable")]
+    return table.take(pa.array(rows))
 
 
 def _line_batches(
@@ -821,8 +838,8 @@ def ingest(
     done = False
     bar = _progress_bar(sum(f.size for f in to_read), progress)
 
-    def write_events(fresh: pa.Table) -> None:
-        fresh = _with_provenance(fresh, load_id, started)
+    def write_events(events: pa.Table, rows: np.ndarray) -> None:
+        fresh = _with_provenance(_rows_at_by_day(events, rows), load_id, started)
         for f in fresh.schema:
             columns_seen.setdefault(f.name, f)
         events_writer.write(fresh)
@@ -954,13 +971,16 @@ def _run(
     *,
     batch_records: int,
     progress: Any,
-    on_events: Any,
-    on_quarantine: Any,
+    on_events: Callable[[pa.Table, np.ndarray], None],
+    on_quarantine: Callable[[pa.Table], None],
     ingested_at: dt.datetime,
     digests: Mapping[PayloadFile, Any] | None = None,
     stopped: dict[str, PartialRead] | None = None,
 ) -> None:
     """Read, flatten and deduplicate the files, counting into summary and handing rows on.
+
+    ``on_events`` gets each batch's events with the positions of those new to the load and
+    the table; ``on_quarantine`` its rejected and skipped records.
 
     Files that broke off part way are put in ``stopped`` (path → what happened).
 
@@ -999,11 +1019,11 @@ def _run(
     def handle(flat: FlatBatch, set_aside: pa.Table) -> None:
         summary.records += flat.records + set_aside.num_rows
         if flat.events.num_rows:
-            fresh = deduplicator.new_rows(flat.events)
-            summary.written += fresh.num_rows
-            summary.duplicates += flat.events.num_rows - fresh.num_rows
-            if fresh.num_rows:
-                on_events(fresh)
+            rows = deduplicator.new_rows(flat.events)
+            summary.written += len(rows)
+            summary.duplicates += flat.events.num_rows - len(rows)
+            if len(rows):
+                on_events(flat.events, rows)
         quarantined = _quarantine_table(flat, set_aside, summary.load_id, ingested_at)
         if quarantined.num_rows:
             kinds = Counter(quarantined.column("kind").to_pylist())
@@ -1430,7 +1450,8 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
         _run(
             files, con, _Deduplicator(None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
-            on_events=events.append, on_quarantine=quarantine.append, ingested_at=started,
+            on_events=lambda batch, rows: events.append(_rows_at(batch, rows)), on_quarantine=quarantine.append,
+            ingested_at=started,
         )
     finally:
         con.close()

@@ -70,6 +70,23 @@ def test_data_files_have_statistics_where_readers_can_skip_row_groups_with_them(
     assert (campaign.statistics.min, campaign.statistics.max) == ("c0", "c1")
 
 
+@pytest.mark.parametrize("with_duplicates", [False, True])
+def test_events_of_days_in_no_order_are_written_per_day_in_arrival_order(tmp_path, table, with_duplicates):
+    day = 86_400
+    events = [make_event(id=f"f{i}", sentAt=T0 + (i % 3) * day + i) for i in range(30)]
+    if with_duplicates:
+        events[7:7] = [events[3], events[12]]
+    summary = ca.ingest(str(write_payload(tmp_path / "in.ndjson", events)), table)
+    assert (summary.written, summary.duplicates) == (30, 2 if with_duplicates else 0)
+    files = sorted(os.path.join(root, n) for root, _, names in os.walk(table) for n in names if n.endswith(".parquet"))
+    per_day = {os.path.basename(os.path.dirname(f)): pq.read_table(f).column("item_id").to_pylist() for f in files}
+    start = dt.datetime.fromtimestamp(T0, dt.timezone.utc).date()
+    arrived = list(dict.fromkeys(int(e["data"]["id"][1:]) for e in events))  # first copies, in file order
+    assert per_day == {
+        f"event_date={start + dt.timedelta(days=k)}": [f"f{i}" for i in arrived if i % 3 == k] for k in range(3)
+    }
+
+
 def test_dedupe_within_a_file_keeps_the_first_copy(tmp_path, table):
     records = [
         make_event(id="f1", webhook="wh-first"),
