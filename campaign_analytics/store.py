@@ -454,12 +454,27 @@ class _Deduplicator:
 
 
 def _rows_at(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """The rows at positions ``rows`` (no copy when that is all of them)."""
-    return table if len(rows) == table.num_rows else table.take(pa.array(rows))
+    """The rows at positions ``rows``, in that order (no copy when that is all of them, in order).
+
+    Taken from each record batch on its own: a take over a table of several
+    batches would first copy them all into one.
+    """
+    if len(rows) == table.num_rows and (not len(rows) or np.all(np.diff(rows) > 0)):
+        return table
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [len(b) for b in batches])
+    batch_of = np.searchsorted(starts, rows, side="right") - 1
+    # Runs of consecutive positions that fall in one record batch: each is one take.
+    cuts = np.flatnonzero(np.diff(batch_of)) + 1
+    pieces = [
+        batches[int(batch_of[run[0]])].take(pa.array(rows[run] - starts[batch_of[run[0]]]))
+        for run in np.split(np.arange(len(rows)), cuts) if len(run)
+    ]
+    return pa.Table.from_batches(pieces, schema=table.schema)
 
 
 def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """The rows at positions ``rows``; when they are copied anyway, those of one day together, in their order.
+    """The rows at positions ``rows`` (ascending); when they are copied anyway, those of one day together, in their order.
 
     The writer then cuts each day's rows out without copying them again.
     """
@@ -468,7 +483,7 @@ def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
     days = table.column(PARTITION_COLUMN)
     if pa.types.is_date32(days.type) and not days.null_count:
         rows = rows[np.argsort(days.cast(pa.int32()).to_numpy()[rows], kind="stable")]
-    return table.take(pa.array(rows))
+    return _rows_at(table, rows)
 
 
 def _line_batches(

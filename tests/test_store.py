@@ -14,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import campaign_analytics as ca
+from campaign_analytics import store
 from campaign_analytics.errors import ParameterError, SourceError, TableError
 from campaign_analytics.simulate import simulate
 
@@ -85,6 +89,25 @@ def test_events_of_days_in_no_order_are_written_per_day_in_arrival_order(tmp_pat
     assert per_day == {
         f"event_date={start + dt.timedelta(days=k)}": [f"f{i}" for i in arrived if i % 3 == k] for k in range(3)
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    picks=st.lists(st.integers(0, 10**6), max_size=25),
+)
+def test_rows_are_taken_from_a_table_of_several_record_batches_in_the_order_asked(sizes, picks):
+    batches = []
+    for size in sizes:
+        start = sum(len(b) for b in batches)
+        numbers = range(start, start + size)
+        batches.append(pa.record_batch({"n": pa.array(numbers, pa.int64()), "s": pa.array([f"r{i}" for i in numbers], pa.string())}))
+    whole = pa.Table.from_batches(batches)
+    rows = np.array([p % whole.num_rows for p in picks] if whole.num_rows else [], dtype=np.int64)
+    taken = store._rows_at(whole, rows)
+    assert taken.column("n").to_pylist() == rows.tolist()
+    assert taken.column("s").to_pylist() == [f"r{i}" for i in rows.tolist()]
+    assert store._rows_at(whole, np.arange(whole.num_rows)) is whole
 
 
 def test_dedupe_within_a_file_keeps_the_first_copy(tmp_path, table):
@@ -333,7 +356,6 @@ def test_a_record_that_needs_more_memory_than_a_batch_may_use_loads_when_under_m
 def test_a_record_too_large_to_flatten_even_alone_is_rejected_and_adds_no_column(tmp_path, table, monkeypatch):
     from deltalake import DeltaTable
 
-    from campaign_analytics import store
 
     monkeypatch.setattr(store, "_MEMORY_LIMIT_BYTES", 64 << 20)
     monkeypatch.setattr(store, "_ALONE_MEMORY_PER_RECORD_BYTE", 1)
@@ -355,7 +377,6 @@ def test_columns_of_records_that_were_never_written_are_not_new_columns(tmp_path
     in a valid event gives it its plain name."""
     from deltalake import DeltaTable
 
-    from campaign_analytics import store
 
     records = [make_event(id="f1", variables={"a": "1"}), make_event(id="f2", sentAt="soon", variables={"ghost": "x"})]
     first = ca.ingest(str(write_payload(tmp_path / "a.ndjson", records)), table, batch_records=1)
