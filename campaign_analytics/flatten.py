@@ -37,6 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._rows import rows_at
 from .errors import ParameterError
 from .sources import Chunk
 from .triggers import EVENT_TIME_RANGE, STAGE_TIMESTAMP_FIELDS, TRIGGERS
@@ -580,7 +581,7 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
             core.append(column)
     select = (
         core + [_sql_ident(name) for name in variables.names + metadata.names] + list(RAW_JSON_COLUMNS.names)
-        + ["source_file", "source_line"]
+        + ["source_file", "source_line", "_position"]
         + [
             "CASE WHEN kind = 'event' AND typed_reason IS NULL THEN 'event' "
             "WHEN kind = 'event' THEN 'rejected' ELSE kind END AS _kind",
@@ -1130,6 +1131,7 @@ def flatten_batch(
         con.unregister("lines")
         for table in (_STAGED, *map(_objects_table, sources)):
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    out = _in_input_order(out)
     kinds = out.column("_kind")
     is_event = pc.equal(kinds, "event")
     # Usually every record is an event: then no copy of the batch is needed.
@@ -1154,6 +1156,19 @@ def flatten_batch(
         capped_keys=capped,
         too_deep=variables.too_deep + metadata.too_deep,
     )
+
+
+def _in_input_order(out: pa.Table) -> pa.Table:
+    """The batch's rows in the order of its lines, without the position column.
+
+    DuckDB does not keep the order of rows (not keeping it saves memory and
+    time); a short record batch between long ones, such as a line that
+    straddles two read blocks or a file of one record, can come out last.
+    """
+    positions = out.column("_position").to_numpy()
+    if len(positions) > 1 and not np.all(positions[1:] > positions[:-1]):
+        out = rows_at(out, np.argsort(positions, kind="stable"))
+    return out.drop_columns(["_position"])
 
 
 def _typed(events: pa.Table) -> pa.Table:

@@ -41,6 +41,7 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction, cre
 
 from ._event_ids import EventIdSet, id_words
 from ._order import JSON_NUMBER
+from ._rows import rows_at
 from .errors import ParameterError, TableError
 from .flatten import (
     CORE_SCHEMA,
@@ -453,26 +454,6 @@ class _Deduplicator:
         return self.seen.add_new(id_words(events.column("event_id")), events.select(["source_file", "source_line"]))
 
 
-def _rows_at(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """The rows at positions ``rows``, in that order (no copy when that is all of them, in order).
-
-    Taken from each record batch on its own: a take over a table of several
-    batches would first copy them all into one.
-    """
-    if len(rows) == table.num_rows and (not len(rows) or np.all(np.diff(rows) > 0)):
-        return table
-    batches = table.to_batches()
-    starts = np.cumsum([0] + [len(b) for b in batches])
-    batch_of = np.searchsorted(starts, rows, side="right") - 1
-    # Runs of consecutive positions that fall in one record batch: each is one take.
-    cuts = np.flatnonzero(np.diff(batch_of)) + 1
-    pieces = [
-        batches[int(batch_of[run[0]])].take(pa.array(rows[run] - starts[batch_of[run[0]]]))
-        for run in np.split(np.arange(len(rows)), cuts) if len(run)
-    ]
-    return pa.Table.from_batches(pieces, schema=table.schema)
-
-
 def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """The rows at positions ``rows`` (ascending); when they are copied anyway, those of one day together, in their order.
 
@@ -483,7 +464,7 @@ def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
     days = table.column(PARTITION_COLUMN)
     if pa.types.is_date32(days.type) and not days.null_count:
         rows = rows[np.argsort(days.cast(pa.int32()).to_numpy()[rows], kind="stable")]
-    return _rows_at(table, rows)
+    return rows_at(table, rows)
 
 
 def _line_batches(
@@ -1465,7 +1446,7 @@ def load(sources: Sources, *, limits: FlattenLimits | None = None, batch_records
         _run(
             files, con, _Deduplicator(None), limits, UserColumns(max_columns=limits.max_user_columns), summary,
             batch_records=batch_records, progress=None,
-            on_events=lambda batch, rows: events.append(_rows_at(batch, rows)), on_quarantine=quarantine.append,
+            on_events=lambda batch, rows: events.append(rows_at(batch, rows)), on_quarantine=quarantine.append,
             ingested_at=started,
         )
     finally:

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import campaign_analytics as ca
 from campaign_analytics import store
@@ -91,23 +88,22 @@ def test_events_of_days_in_no_order_are_written_per_day_in_arrival_order(tmp_pat
     }
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    sizes=st.lists(st.integers(0, 6), min_size=1, max_size=5),
-    picks=st.lists(st.integers(0, 10**6), max_size=25),
-)
-def test_rows_are_taken_from_a_table_of_several_record_batches_in_the_order_asked(sizes, picks):
-    batches = []
-    for size in sizes:
-        start = sum(len(b) for b in batches)
-        numbers = range(start, start + size)
-        batches.append(pa.record_batch({"n": pa.array(numbers, pa.int64()), "s": pa.array([f"r{i}" for i in numbers], pa.string())}))
-    whole = pa.Table.from_batches(batches)
-    rows = np.array([p % whole.num_rows for p in picks] if whole.num_rows else [], dtype=np.int64)
-    taken = store._rows_at(whole, rows)
-    assert taken.column("n").to_pylist() == rows.tolist()
-    assert taken.column("s").to_pylist() == [f"r{i}" for i in rows.tolist()]
-    assert store._rows_at(whole, np.arange(whole.num_rows)) is whole
+def test_rows_keep_the_order_of_their_lines_when_lines_straddle_read_blocks(tmp_path, table, monkeypatch):
+    from campaign_analytics import sources
+
+    monkeypatch.setattr(sources, "_READ_SIZE", 64 << 10)  # lines here and there straddle two blocks
+    path = write_payload(tmp_path / "in.ndjson", [make_event(id=f"f{i}", sentAt=T0 + i) for i in range(600)])
+    assert ca.load(str(path))["source_line"].tolist() == list(range(1, 601))
+    ca.ingest(str(path), table)
+    (file,) = [os.path.join(root, n) for root, _, names in os.walk(table) for n in names if n.endswith(".parquet")]
+    assert pq.read_table(file).column("source_line").to_pylist() == list(range(1, 601))
+
+
+def test_rows_keep_file_and_line_order_when_a_one_record_file_sits_between_big_ones(tmp_path):
+    for name, ids in {"a.ndjson": range(0, 3000), "b.ndjson": range(3000, 3001), "c.ndjson": range(3001, 6001)}.items():
+        write_payload(tmp_path / "in" / name, [make_event(id=f"f{i}", sentAt=T0 + i) for i in ids])
+    frame = ca.load(str(tmp_path / "in"))
+    assert frame["item_id"].tolist() == [f"f{i}" for i in range(6001)]
 
 
 def test_dedupe_within_a_file_keeps_the_first_copy(tmp_path, table):
