@@ -357,6 +357,22 @@ def test_oversize_line_is_rejected_with_a_preview(tmp_path):
     assert len(row["raw"]) <= sources.OVERSIZE_PREVIEW_BYTES
 
 
+@pytest.mark.parametrize("read_size", [64, 1 << 20])
+def test_the_preview_of_an_oversize_line_stops_at_its_end(tmp_path, monkeypatch, read_size):
+    monkeypatch.setattr(sources, "_READ_SIZE", read_size)
+    big = b'{"a":"' + b"x" * 92 + b'"}'
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(big + b'\n{"next":1}\n' + big + b'\r\n{"after":2}\n')
+    frame = ca.load(str(path), limits=FlattenLimits(max_record_bytes=50))
+    quarantine = frame.attrs["quarantine"]
+    too_large = quarantine[quarantine["reason"].str.startswith("record too large")].set_index("source_line")["raw"]
+    assert sorted(too_large.index) == [1, 3]
+    # Its first bytes, as far as they were read when it was found too large, and nothing of the next record.
+    assert all(big.decode().startswith(raw) for raw in too_large)
+    if read_size > len(big):
+        assert too_large.to_dict() == {1: big.decode(), 3: big.decode()}
+
+
 def test_oversize_line_spanning_read_blocks_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_READ_SIZE", 256)
     big = make_event(id="big", variables={"blob": "x" * 5000})
