@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import campaign_analytics as ca
@@ -305,7 +305,10 @@ def test_records_split_across_read_blocks(tmp_path, monkeypatch, read_size):
     assert [json.loads(raw) for _, raw in read] == [json.loads(line) for line in lines if line]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
     final_newline=st.booleans(),
@@ -317,6 +320,8 @@ def test_lines_split_at_every_block_size_as_a_plain_split(
 ):
     monkeypatch.setattr(sources, "_READ_SIZE", read_size)
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    # A file that starts with a BOM or with gzip's magic bytes is read as such, not as these lines.
+    assume(not data.startswith((BOM, b"\x1f\x8b")))
     path = tmp_path / "a.ndjson"
     path.write_bytes(data)
     (file,) = find_files(str(path))
