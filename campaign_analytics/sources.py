@@ -514,7 +514,9 @@ def _block_lines(
     if not len(too_long):
         return lines, {}
     oversize = {
-        int(i): _oversize_entry(int(lengths[i]), data[offsets[i]:min(offsets[i] + OVERSIZE_PREVIEW_BYTES, offsets[i + 1])])
+        int(i): _oversize_entry(
+            int(lengths[i]), data[offsets[i]:min(offsets[i] + OVERSIZE_PREVIEW_BYTES, offsets[i + 1])]
+        )
         for i in too_long
     }
     keep = np.ones(len(ends), dtype=bool)

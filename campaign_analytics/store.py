@@ -87,7 +87,10 @@ _PARQUET_COMPRESSION: Final[str] = "zstd"
 # numbers and the few text columns analyses filter by; on the other text (JSON, free text,
 # ids unique to an event) they would cost a fifth of the writing time and skip nothing.
 _FILTERED_TEXT_COLUMNS: Final[frozenset[str]] = frozenset(
-    {"trigger", "entity", "stage", "app_id", "campaign_id", "notification_id", "template_id", "label", "kind", "load_id"}
+    {
+        "trigger", "entity", "stage", "app_id", "campaign_id", "notification_id", "template_id", "label",
+        "kind", "load_id",
+    }
 )
 # A batch also ends at this many bytes of raw records, so huge records make smaller batches.
 _BATCH_BYTES: Final[int] = 48 << 20
@@ -329,7 +332,8 @@ def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
     text = (pa.string(), pa.large_string(), pa.string_view())
     statistics = [
         f.name for f in schema
-        if f.name in _FILTERED_TEXT_COLUMNS or not (f.type in text or pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
+        if f.name in _FILTERED_TEXT_COLUMNS
+        or not (f.type in text or pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
     ]
     return {"compression": _PARQUET_COMPRESSION, "write_statistics": statistics}
 
@@ -441,7 +445,10 @@ class _Deduplicator:
         self.seen = EventIdSet()
 
     def new_rows(self, events: pa.Table) -> np.ndarray:
-        """Positions (ascending) of the rows whose event id is new, first occurrence (by file and line) kept; their ids are remembered."""
+        """Positions (ascending) of the rows whose event id is new; their ids are remembered.
+
+        Of an id several rows hold, the first by file and line counts.
+        """
         days = set(pc.unique(events.column(PARTITION_COLUMN)).to_pylist()) - self.loaded_days
         if days and self.table is not None:
             files = data_files(self.table, [(PARTITION_COLUMN, "in", [d.isoformat() for d in sorted(days)])])
@@ -455,7 +462,7 @@ class _Deduplicator:
 
 
 def _rows_at_by_day(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """The rows at positions ``rows`` (ascending); when they are copied anyway, those of one day together, in their order.
+    """The rows at positions ``rows`` (ascending); copied, those of one day together, in their order.
 
     The writer then cuts each day's rows out without copying them again.
     """

@@ -17,7 +17,8 @@ def _table(sizes: list[int]) -> pa.Table:
     start = 0
     for size in sizes:
         numbers = range(start, start + size)
-        batches.append(pa.record_batch({"n": pa.array(numbers, pa.int64()), "s": pa.array([f"r{i}" for i in numbers], pa.string())}))
+        columns = {"n": pa.array(numbers, pa.int64()), "s": pa.array([f"r{i}" for i in numbers], pa.string())}
+        batches.append(pa.record_batch(columns))
         start += size
     return pa.Table.from_batches(batches, schema=pa.schema([("n", pa.int64()), ("s", pa.string())]))
 

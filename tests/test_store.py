@@ -67,7 +67,8 @@ def test_data_files_have_statistics_where_readers_can_skip_row_groups_with_them(
     }
     assert {"event_time", "sent_at", "template_version", "campaign_id", "trigger", "source_line"} <= with_statistics
     assert not {"event_id", "item_id", "variables_json", "variables__n"} & with_statistics
-    (campaign,) = [row_group.column(i) for i in range(row_group.num_columns) if row_group.column(i).path_in_schema == "campaign_id"]
+    columns = [row_group.column(i) for i in range(row_group.num_columns)]
+    (campaign,) = [c for c in columns if c.path_in_schema == "campaign_id"]
     assert (campaign.statistics.min, campaign.statistics.max) == ("c0", "c1")
 
 
@@ -81,7 +82,7 @@ def test_events_of_days_in_no_order_are_written_per_day_in_arrival_order(tmp_pat
     assert (summary.written, summary.duplicates) == (30, 2 if with_duplicates else 0)
     files = sorted(os.path.join(root, n) for root, _, names in os.walk(table) for n in names if n.endswith(".parquet"))
     per_day = {os.path.basename(os.path.dirname(f)): pq.read_table(f).column("item_id").to_pylist() for f in files}
-    start = dt.datetime.fromtimestamp(T0, dt.timezone.utc).date()
+    start = dt.datetime.fromtimestamp(T0, dt.UTC).date()
     arrived = list(dict.fromkeys(int(e["data"]["id"][1:]) for e in events))  # first copies, in file order
     assert per_day == {
         f"event_date={start + dt.timedelta(days=k)}": [f"f{i}" for i in arrived if i % 3 == k] for k in range(3)
@@ -100,7 +101,7 @@ def test_rows_keep_the_order_of_their_lines_when_lines_straddle_read_blocks(tmp_
 
 
 def test_rows_keep_file_and_line_order_when_a_one_record_file_sits_between_big_ones(tmp_path):
-    for name, ids in {"a.ndjson": range(0, 3000), "b.ndjson": range(3000, 3001), "c.ndjson": range(3001, 6001)}.items():
+    for name, ids in {"a.ndjson": range(3000), "b.ndjson": range(3000, 3001), "c.ndjson": range(3001, 6001)}.items():
         write_payload(tmp_path / "in" / name, [make_event(id=f"f{i}", sentAt=T0 + i) for i in ids])
     frame = ca.load(str(tmp_path / "in"))
     assert frame["item_id"].tolist() == [f"f{i}" for i in range(6001)]
