@@ -4,9 +4,10 @@ Records arrive as raw lines (from :mod:`campaign_analytics.sources`) and are
 parsed, sorted into event / rejected / skipped, typed and flattened by DuckDB,
 batch by batch, with no per-record Python. Only records that fail (invalid
 JSON, invalid UTF-8, oversize) pass through Python, to name what is wrong.
-A batch is parsed once and held in a temporary table; each distinct value of
-``variables``, ``metadata`` and ``content`` in it is then flattened once and
-joined back, since a campaign's events share most of these objects.
+A batch is parsed once, straight into its Arrow columns; each distinct value
+of ``variables``, ``metadata`` and ``content`` in it is then flattened once
+and joined back with the event ids, since a campaign's events share most of
+these objects.
 
 User-defined leaves are stored as text so the table schema never depends on
 arrival order: a key that is ``15`` in one event and ``"10%"`` in another is
@@ -529,7 +530,9 @@ def _stage1_sql() -> str:
         f"{entity} AS entity",
         f"{stage} AS stage",
         "event_time",
-        f"concat_ws(chr(31), {', '.join(f'coalesce({c}, chr(29))' for c in canonical)}) AS canonical_core",
+        # Every part is set (chr(29) marks a missing one), so concat with the separators between gives concat_ws's
+        # text, a little faster.
+        f"concat({', chr(31), '.join(f'coalesce({c}, chr(29))' for c in canonical)}) AS canonical_core",
         # Unknown fields of data, kept so nothing is lost (keys sorted, values verbatim).
         """CASE WHEN len(_unknown) > 0 THEN '{' || array_to_string(list_transform(list_sort(_unknown),
             lambda k: to_json(k) || ':' || json_extract(raw, '/data/' || replace(replace(k, '~', '~0'), '/', '~1'))),
@@ -557,18 +560,18 @@ def _stage1_sql() -> str:
     return f"SELECT {', '.join(final)} FROM ({with_time})"
 
 
-def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
-    """One query over the staged batch: typed fields, user columns and the event id of every record."""
-    objects = (variables, metadata, content)
+def _staged_sql() -> str:
+    """Every record of the batch in its final form but for the event id and the user columns.
+
+    Also kept: the record's position, the hash text of its typed fields and
+    of its unknown fields, and what becomes of it (``_kind``: event, rejected,
+    skipped or blank; ``_reason``; ``_raw``, the line of a record set aside).
+    """
     core = []
     for column in CORE_SCHEMA.names:
         if column == "event_id":
-            parts = ", ".join(
-                ["canonical_core", *(f"coalesce(_{leaves.tag}_canonical, '')" for leaves in objects),
-                 f"coalesce({_canonical_sql('extra_json', 'nested')}, '')"]
-            )
-            core.append(f"CASE WHEN kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id")
-        elif column == "item_id":
+            continue
+        if column == "item_id":
             core.append(
                 "CASE entity WHEN 'feed_item' THEN coalesce(id, push_notification_id) "
                 "WHEN 'push_notification' THEN coalesce(push_notification_id, id) END AS item_id"
@@ -579,16 +582,28 @@ def _batch_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
             core.append("CAST(epoch_ms(event_time) AS DATE) AS event_date")
         else:
             core.append(column)
-    select = (
-        core + [_sql_ident(name) for name in variables.names + metadata.names] + list(RAW_JSON_COLUMNS.names)
-        + ["source_file", "source_line", "_position"]
-        + [
-            "CASE WHEN kind = 'event' AND typed_reason IS NULL THEN 'event' "
-            "WHEN kind = 'event' THEN 'rejected' ELSE kind END AS _kind",
-            "coalesce(set_aside_reason, typed_reason) AS _reason",
-            "CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN rtrim(raw, chr(13) || chr(10)) END AS _raw",
-        ]
+    select = [
+        *core, *RAW_JSON_COLUMNS.names, "source_file", "source_line", "_position", "canonical_core",
+        f"coalesce({_canonical_sql('extra_json', 'nested')}, '') AS _extra_canonical",
+        "CASE WHEN kind = 'event' AND typed_reason IS NULL THEN 'event' "
+        "WHEN kind = 'event' THEN 'rejected' ELSE kind END AS _kind",
+        "coalesce(set_aside_reason, typed_reason) AS _reason",
+        "CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN rtrim(raw, chr(13) || chr(10)) END AS _raw",
+    ]
+    return f"SELECT {', '.join(select)} FROM ({_stage1_sql()})"
+
+
+def _identity_sql(variables: _Leaves, metadata: _Leaves, content: _Leaves) -> str:
+    """The event id and the user columns of every staged record, with its position."""
+    objects = (variables, metadata, content)
+    parts = ", ".join(
+        ["canonical_core", *(f"coalesce(_{leaves.tag}_canonical, '')" for leaves in objects), "_extra_canonical"]
     )
+    select = [
+        "_position",
+        f"CASE WHEN _kind = 'event' THEN md5(concat_ws(chr(30), {parts})) END AS event_id",
+        *(_sql_ident(name) for name in variables.names + metadata.names),
+    ]
     joins = "".join(
         f" LEFT JOIN ({_distinct_objects_sql(leaves)}) ON {leaves.source} = _{leaves.tag}_value" for leaves in objects
     )
@@ -607,39 +622,27 @@ def _distinct_objects_sql(leaves: _Leaves) -> str:
     named = "".join(f", _{leaves.tag}_json[{i}] AS _{leaves.tag}_leaf{i}" for i in range(1, leaves.extracted + 1))
     return (
         f"SELECT {leaves.source} AS _{leaves.tag}_value, {leaves.canonical} AS _{leaves.tag}_canonical{columns} "
-        f"FROM (SELECT *{named} FROM (SELECT *{inner} FROM {_objects_table(leaves.source)}{leaves.join}))"
+        f"FROM (SELECT *{named} FROM (SELECT *{inner} FROM ({_objects_sql(leaves.source)}){leaves.join}))"
     )
-
-
-def _objects_table(source: str) -> str:
-    return f"_objects_{source}"
 
 
 _MACROS: Final[tuple[str, ...]] = (
     "CREATE OR REPLACE TEMP MACRO _json_kind(t) AS CASE t WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' "
     "WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' ELSE 'number' END",
 )
-_STAGE1_SQL: Final[str] = _stage1_sql()
-# The batch after stage 1, held for the queries that follow; raw lines only where a record is set aside.
+# The staged batch (Arrow), as the queries that follow see it.
 _STAGED: Final[str] = "_staged_batch"
-_STAGE_SQL: Final[str] = (
-    f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS SELECT * REPLACE "
-    f"(CASE WHEN kind <> 'event' OR typed_reason IS NOT NULL THEN raw END AS raw) FROM ({_STAGE1_SQL})"
-)
 
 
 def _objects_sql(source: str) -> str:
     """The distinct values of one user object in the staged batch, each with the position of its first record."""
-    return (
-        f"CREATE OR REPLACE TEMP TABLE {_objects_table(source)} AS SELECT {source}, min(_position) AS _first "
-        f"FROM {_STAGED} WHERE {source} IS NOT NULL GROUP BY ALL"
-    )
+    return f"SELECT {source}, min(_position) AS _first FROM {_STAGED} WHERE {source} IS NOT NULL GROUP BY ALL"
 
 
 def _structures_sql(source: str) -> str:
     """The shapes of one user object in the batch, in the order of their first record (which leaves become columns)."""
     return (
-        f"SELECT json_structure({source}) AS shape, min(_first) AS first FROM {_objects_table(source)} "
+        f"SELECT json_structure({source}) AS shape, min(_first) AS first FROM ({_objects_sql(source)}) "
         "GROUP BY shape ORDER BY first"
     )
 
@@ -1042,6 +1045,11 @@ _MAX_HASHED_PATHS: Final[int] = 256
 _ARROW_BATCH_ROWS: Final[int] = 16384
 
 
+_STAGED_SQL: Final[str] = _staged_sql()
+# Columns of the staged batch that only serve to find the event ids.
+_STAGED_ONLY: Final[frozenset[str]] = frozenset({"_position", "canonical_core", "_extra_canonical"})
+
+
 def _explain_invalid(quarantine: pa.Table) -> pa.Table:
     """Name what is wrong with each invalid-JSON record (the per-record fallback)."""
     reasons = quarantine.column("reason").to_pylist()
@@ -1110,12 +1118,12 @@ def flatten_batch(
     sources = ("variables_json", "metadata_json", "content_json")
     own: dict[str, pa.Table] = {}
     try:
-        con.execute(_STAGE_SQL)
+        staged = _in_input_order(con.sql(_STAGED_SQL).to_arrow_table(batch_size=_ARROW_BATCH_ROWS))
+    finally:
         con.unregister("lines")
-        structures = []
-        for source in sources:
-            con.execute(_objects_sql(source))
-            structures.append([row[0] for row in con.execute(_structures_sql(source)).fetchall()])
+    con.register(_STAGED, staged)
+    try:
+        structures = [[row[0] for row in con.execute(_structures_sql(source)).fetchall()] for source in sources]
         capped: set[str] = set()
         with naming or nullcontext():
             variables = _leaves_sql(structures[0], "variables_json", "variables", limits, user_columns, capped)
@@ -1124,14 +1132,14 @@ def flatten_batch(
         own = {leaves.own_name: leaves.own for leaves in (variables, metadata, content) if leaves.own is not None}
         for name, table in own.items():
             con.register(name, table)
-        out = con.sql(_batch_sql(variables, metadata, content)).to_arrow_table(batch_size=_ARROW_BATCH_ROWS)
+        identity = _in_input_order(
+            con.sql(_identity_sql(variables, metadata, content)).to_arrow_table(batch_size=_ARROW_BATCH_ROWS)
+        )
     finally:
         for name in own:
             con.unregister(name)
-        con.unregister("lines")
-        for table in (_STAGED, *map(_objects_table, sources)):
-            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
-    out = _in_input_order(out)
+        con.unregister(_STAGED)
+    out = _with_identity(staged, identity)
     kinds = out.column("_kind")
     is_event = pc.equal(kinds, "event")
     # Usually every record is an event: then no copy of the batch is needed.
@@ -1159,7 +1167,7 @@ def flatten_batch(
 
 
 def _in_input_order(out: pa.Table) -> pa.Table:
-    """The batch's rows in the order of its lines, without the position column.
+    """The batch's rows in the order of its lines.
 
     DuckDB does not keep the order of rows (not keeping it saves memory and
     time); a short record batch between long ones, such as a line that
@@ -1168,7 +1176,26 @@ def _in_input_order(out: pa.Table) -> pa.Table:
     positions = out.column("_position").to_numpy()
     if len(positions) > 1 and not np.all(positions[1:] > positions[:-1]):
         out = rows_at(out, np.argsort(positions, kind="stable"))
-    return out.drop_columns(["_position"])
+    return out
+
+
+def _with_identity(staged: pa.Table, identity: pa.Table) -> pa.Table:
+    """The staged rows with their event id first and their user columns before the raw JSON ones.
+
+    Both tables hold one row for each record of the batch, in the order of its lines.
+    """
+    if not staged.column("_position").equals(identity.column("_position")):
+        raise AssertionError("the event ids of a batch do not line up with its records")
+    names = [n for n in staged.column_names if n not in _STAGED_ONLY]
+    at = names.index(RAW_JSON_COLUMNS.names[0])
+    user = identity.column_names[2:]
+    columns = [
+        identity.column("event_id"),
+        *(staged.column(n) for n in names[:at]),
+        *(identity.column(n) for n in user),
+        *(staged.column(n) for n in names[at:]),
+    ]
+    return pa.Table.from_arrays(columns, names=["event_id", *names[:at], *user, *names[at:]])
 
 
 def _typed(events: pa.Table) -> pa.Table:

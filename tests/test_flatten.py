@@ -872,8 +872,9 @@ def test_property_garbage_never_raises_and_is_rejected(lines, content, name):
     assert set(from_lines["kind"]) <= {"rejected", "skipped"}
 
 
-def test_a_batch_that_fails_leaves_the_connection_own_tables_alone(monkeypatch):
-    """The batch's working tables are temporary; a failed batch drops only those, never a table of the same name."""
+def test_a_batch_that_fails_leaves_the_connection_as_it_was(monkeypatch):
+    """A batch's working data is registered on the connection only while it runs; a failed batch leaves none behind
+    and never touches a table of the same name."""
     import duckdb
 
     import campaign_analytics.flatten as flatten
@@ -881,15 +882,15 @@ def test_a_batch_that_fails_leaves_the_connection_own_tables_alone(monkeypatch):
 
     con = flatten.connect()
     con.execute("CREATE TABLE _staged_batch AS SELECT 1 AS mine")
-    con.execute("CREATE TABLE _objects_content_json AS SELECT 2 AS mine")
+    con.execute("CREATE TABLE lines AS SELECT 2 AS mine")
     record = make_event("after_feed_item_read", id="f1", variables={"a": 1})
     lines, _ = flatten.lines_table([Chunk.of("batch.ndjson", 1, [json.dumps(record).encode()])])
     working = flatten._objects_sql
-    # A failure part way, before the last working table is made.
+    # A failure part way, while the staged batch is registered.
     monkeypatch.setattr(flatten, "_objects_sql", lambda source: working(source) if source != "content_json" else "SELECT 1/")
     with pytest.raises(duckdb.ParserException):
         flatten.flatten_batch(con, lines)
-    assert con.execute("SELECT * FROM main._staged_batch, main._objects_content_json").fetchall() == [(1, 2)]
+    assert con.execute("SELECT * FROM _staged_batch, lines").fetchall() == [(1, 2)]
     monkeypatch.undo()
     assert flatten.flatten_batch(con, lines).events.column("variables__a").to_pylist() == ["1"]
-    assert con.execute("SELECT * FROM main._staged_batch, main._objects_content_json").fetchall() == [(1, 2)]
+    assert con.execute("SELECT * FROM _staged_batch, lines").fetchall() == [(1, 2)]
