@@ -1076,6 +1076,7 @@ def flatten_batch(
     limits: FlattenLimits = FlattenLimits(),
     user_columns: UserColumns | None = None,
     naming: AbstractContextManager[Any] | None = None,
+    relations: dict[str, duckdb.DuckDBPyRelation] | None = None,
 ) -> FlatBatch:
     """Flatten one batch of raw lines into event rows and set-aside records.
 
@@ -1094,6 +1095,11 @@ def flatten_batch(
         Held while new leaves get their columns. Batches flattened side by
         side pass one that lets them through one at a time in batch order, so
         colliding names get the same suffixes as in a load of one batch at a time.
+    relations
+        The queries of earlier batches on ``con``, run again here (the caller
+        keeps one per connection); new ones are added to it. Making a query
+        parses and binds it, about 20 ms for a batch's largest; running one
+        again binds the data registered for this batch.
 
     Returns
     -------
@@ -1113,17 +1119,22 @@ def flatten_batch(
     """
     if user_columns is None:
         user_columns = UserColumns(max_columns=limits.max_user_columns)
+    if relations is None:
+        relations = {}
     # Arrival order within the batch, so new leaves are named in the order they first come.
     con.register("lines", lines.append_column("_position", pa.array(np.arange(lines.num_rows, dtype=np.int64))))
     sources = ("variables_json", "metadata_json", "content_json")
     own: dict[str, pa.Table] = {}
     try:
-        staged = _in_input_order(con.sql(_STAGED_SQL).to_arrow_table(batch_size=_ARROW_BATCH_ROWS))
+        staged = _query(con, _STAGED_SQL, relations).to_arrow_table(batch_size=_ARROW_BATCH_ROWS)
     finally:
         con.unregister("lines")
+    staged = _in_input_order(staged)
     con.register(_STAGED, staged)
     try:
-        structures = [[row[0] for row in con.execute(_structures_sql(source)).fetchall()] for source in sources]
+        structures = [
+            [row[0] for row in _query(con, _structures_sql(source), relations).fetchall()] for source in sources
+        ]
         capped: set[str] = set()
         with naming or nullcontext():
             variables = _leaves_sql(structures[0], "variables_json", "variables", limits, user_columns, capped)
@@ -1132,14 +1143,14 @@ def flatten_batch(
         own = {leaves.own_name: leaves.own for leaves in (variables, metadata, content) if leaves.own is not None}
         for name, table in own.items():
             con.register(name, table)
-        identity = _in_input_order(
-            con.sql(_identity_sql(variables, metadata, content)).to_arrow_table(batch_size=_ARROW_BATCH_ROWS)
+        identity = _query(con, _identity_sql(variables, metadata, content), relations).to_arrow_table(
+            batch_size=_ARROW_BATCH_ROWS
         )
     finally:
         for name in own:
             con.unregister(name)
         con.unregister(_STAGED)
-    out = _with_identity(staged, identity)
+    out = _with_identity(staged, _in_input_order(identity))
     kinds = out.column("_kind")
     is_event = pc.equal(kinds, "event")
     # Usually every record is an event: then no copy of the batch is needed.
@@ -1164,6 +1175,23 @@ def flatten_batch(
         capped_keys=capped,
         too_deep=variables.too_deep + metadata.too_deep,
     )
+
+
+def _query(
+    con: duckdb.DuckDBPyConnection, sql: str, relations: dict[str, duckdb.DuckDBPyRelation]
+) -> duckdb.DuckDBPyRelation:
+    """The relation of a query on ``con``: one an earlier batch made (in ``relations``), else a new one kept there."""
+    relation = relations.get(sql)
+    if relation is None:
+        if len(relations) >= _MAX_RELATIONS:
+            relations.clear()
+        relation = relations[sql] = con.sql(sql)
+    return relation
+
+
+# Relations kept for one connection: a load's batches share the staged batch's and shape queries and,
+# when their user objects have the same shapes, the event id query.
+_MAX_RELATIONS: Final[int] = 64
 
 
 def _in_input_order(out: pa.Table) -> pa.Table:

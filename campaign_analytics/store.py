@@ -1006,8 +1006,9 @@ def _run(
         try:
             if not hasattr(local, "con"):
                 local.con = flatten_cursor(con)
+                local.relations = {}
                 cursors.append(local.con)
-            flats = list(_flattened(local.con, lines, limits, user_columns, naming.turn(k)))
+            flats = list(_flattened(local.con, lines, limits, user_columns, naming.turn(k), local.relations))
             naming.skip(k)  # a batch that never named columns (one record too large) must not hold up the next
             with handing_on.turn(k):
                 for flat in flats:
@@ -1068,6 +1069,7 @@ def _flattened(
     limits: FlattenLimits,
     user_columns: UserColumns,
     naming: contextlib.AbstractContextManager[Any],
+    relations: dict[str, duckdb.DuckDBPyRelation],
 ) -> Iterator[FlatBatch]:
     """Flatten a batch; if it does not fit the engine's memory limit, flatten its halves instead.
 
@@ -1076,13 +1078,13 @@ def _flattened(
     flattened on its own with more memory (see :func:`_flatten_alone`).
     """
     try:
-        yield flatten_batch(con, lines, limits=limits, user_columns=user_columns, naming=naming)
+        yield flatten_batch(con, lines, limits=limits, user_columns=user_columns, naming=naming, relations=relations)
         return
     except duckdb.OutOfMemoryException:
         if lines.num_rows > 1:
             half = lines.num_rows // 2
-            yield from _flattened(con, lines.slice(0, half), limits, user_columns, naming)
-            yield from _flattened(con, lines.slice(half), limits, user_columns, naming)
+            yield from _flattened(con, lines.slice(0, half), limits, user_columns, naming, relations)
+            yield from _flattened(con, lines.slice(half), limits, user_columns, naming, relations)
             return
     yield _flatten_alone(lines, limits, user_columns, naming)
 

@@ -732,6 +732,32 @@ def test_property_an_event_id_never_depends_on_the_rest_of_its_batch(objects):
     assert _event_ids(records, max_depth=2) == [_event_ids([record], max_depth=2)[0] for record in records]
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(batches=st.lists(st.lists(st.tuples(_user_objects, _user_objects), min_size=1, max_size=3), min_size=2,
+                        max_size=4))
+@example(batches=[[(shape, shape)] for shape in _CLASHING_SHAPES] + [[({"a": 1}, {})], [({"a": 2}, {})]])
+def test_property_queries_kept_from_earlier_batches_give_what_fresh_ones_give(batches):
+    """A connection's queries are made once and run again for later batches: never with an earlier batch's data."""
+    from campaign_analytics import flatten
+    from campaign_analytics.sources import Chunk
+
+    kept, fresh = flatten.connect(), flatten.connect()
+    relations: dict[str, Any] = {}
+    names_kept, names_fresh = flatten.UserColumns(), flatten.UserColumns()
+    for b, objects in enumerate(batches):
+        records = [
+            json.dumps(make_event("after_feed_item_read", id=f"f{b}-{n}", variables=variables, metadata=metadata,
+                                  content={"actions": [variables]})).encode()
+            for n, (variables, metadata) in enumerate(objects)
+        ]
+        lines, _ = flatten.lines_table([Chunk.of(f"batch{b}.ndjson", 1, [*records, b"[%d]" % b])])
+        again = flatten.flatten_batch(kept, lines, user_columns=names_kept, relations=relations)
+        alone = flatten.flatten_batch(fresh, lines, user_columns=names_fresh)
+        assert again.events.equals(alone.events)
+        assert again.quarantine.equals(alone.quarantine)
+    assert relations
+
+
 _REORDERED_ANYWHERE = {
     "objects in a list in a list": {"variables": {"d": [[{"x": 1, "y": 2}]]}},
     "an object in a list of scalars": {"variables": {"d": [1, {"x": 1, "y": 2}]}},
